@@ -1,0 +1,123 @@
+"""The backend interface and the request/response types every backend shares.
+
+A backend turns one `BackendRequest` into one `BackendResponse` (`create`), or into a stream of
+text deltas followed by the final `BackendResponse` (`stream`). It raises only the
+`agentnb.errors.BackendError` family and never retries: retries, timeouts and caching belong to
+the orchestrator, so that every attempt is visible in the metrics.
+
+Example:
+    >>> import asyncio
+    >>> from agentnb.backends import SimulatedBackend, BackendRequest
+    >>> backend = SimulatedBackend(latency_s=0)
+    >>> req = BackendRequest(model="claude-sonnet-5-5", task="Say hi", agent="writer")
+    >>> asyncio.run(backend.create(req)).usage.output_tokens > 0
+    True
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "Backend",
+    "BackendRequest",
+    "BackendResponse",
+    "Message",
+    "Usage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one call, including prompt-cache reads and writes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(**{k: int(data.get(k, 0) or 0) for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """Everything a backend needs for one Messages-API call.
+
+    `task` is the user turn; `history` holds earlier turns, if any. `agent` is carried so the
+    simulator can answer in character and logs can name the caller; it is not sent to the API.
+    """
+
+    model: str
+    task: str
+    system: str = ""
+    agent: str = ""
+    max_tokens: int = 1024
+    temperature: float | None = None
+    history: tuple[Message, ...] = ()
+    prompt_caching: bool = False
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The Messages-API `messages` list: history, then the task as the last user turn."""
+        turns = [{"role": m.role, "content": m.content} for m in self.history]
+        turns.append({"role": "user", "content": self.task})
+        return turns
+
+
+@dataclass(frozen=True, slots=True)
+class BackendResponse:
+    """The final answer of one call."""
+
+    text: str
+    model: str
+    stop_reason: str | None
+    usage: Usage = field(default_factory=Usage)
+    backend: str = ""
+    request_id: str | None = None
+
+
+class Backend(abc.ABC):
+    """A source of model answers: the Anthropic API or the offline simulator.
+
+    Subclasses set `kind` ("anthropic", "simulated", ...): it is part of every cache key, so an
+    answer from one kind is never served to a call made on another.
+    """
+
+    kind: ClassVar[str] = "abstract"
+
+    @abc.abstractmethod
+    async def create(self, request: BackendRequest) -> BackendResponse:
+        """Make one call and return its final response."""
+
+    @abc.abstractmethod
+    def stream(self, request: BackendRequest) -> AsyncIterator[str | BackendResponse]:
+        """Yield text deltas (`str`) as they arrive, then exactly one final `BackendResponse`."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections; the backend must not be used afterwards."""
+
+    @property
+    def label(self) -> str:
+        """A short human label for displays ("simulated", "claude")."""
+        return self.kind

@@ -1,0 +1,234 @@
+"""The exception tree: every error agentnb raises on purpose derives from `AgentnbError`.
+
+Backend errors are translated where they enter (in `agentnb.backends`), so callers never need
+to import `anthropic` to catch them. The magics and the CLI turn an `AgentnbError` into one line;
+anything else keeps its traceback, because it is a bug.
+
+```
+AgentnbError
+ ├── ConfigError                  bad agentnb.yaml / environment / argument (names key and source)
+ ├── AgentError
+ │    ├── InvalidAgentNameError   empty, "/", "\\", "..", control characters
+ │    ├── AgentNotFoundError      lists close matches and the directories searched
+ │    └── AgentFileError          a file that cannot be understood (skipped with a warning)
+ ├── TaskTooLongError             task longer than Config.max_task_chars
+ ├── WorkflowError
+ │    └── WorkflowValidationError names the step, the field and the YAML line
+ ├── CacheError                   cache directory unusable, Redis misconfigured
+ ├── AgentCallError               a call failed for good: agent, attempts made, last cause
+ └── BackendError                 raised by backends; `retryable` says whether to try again
+      ├── RetryableError
+      │    ├── RateLimitError        429, carries `retry_after` (seconds) when the server sent it
+      │    ├── OverloadedError       529
+      │    ├── ServerError           500-599 (and 408/409, which the API also asks to retry)
+      │    ├── BackendTimeoutError   the attempt ran past its timeout
+      │    └── BackendConnectionError connection refused/reset
+      └── (not retryable)
+           ├── BadRequestError       400 (and 413/422)
+           ├── AuthenticationError   401
+           ├── PermissionDeniedError 403
+           └── NotFoundError         404
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentCallError",
+    "AgentError",
+    "AgentFileError",
+    "AgentNotFoundError",
+    "AgentnbError",
+    "AuthenticationError",
+    "BackendConnectionError",
+    "BackendError",
+    "BackendTimeoutError",
+    "BadRequestError",
+    "CacheError",
+    "ConfigError",
+    "InvalidAgentNameError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RetryableError",
+    "ServerError",
+    "TaskTooLongError",
+    "WorkflowError",
+    "WorkflowValidationError",
+    "error_for_status",
+]
+
+
+class AgentnbError(Exception):
+    """Root of every error agentnb raises on purpose; its message is meant for a person."""
+
+
+class ConfigError(AgentnbError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+
+class AgentError(AgentnbError):
+    """Something is wrong with an agent name, file or lookup."""
+
+
+class InvalidAgentNameError(AgentError):
+    """An agent name that could escape the search path or is not printable."""
+
+
+class AgentNotFoundError(AgentError):
+    """No agent has that name; the message lists close matches and where it looked."""
+
+    def __init__(self, message: str, *, name: str, suggestions: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.suggestions = list(suggestions or [])
+
+
+class AgentFileError(AgentError):
+    """An agent file that cannot be understood."""
+
+
+class TaskTooLongError(AgentnbError):
+    """A task longer than `Config.max_task_chars`."""
+
+
+class WorkflowError(AgentnbError):
+    """A workflow failed to load or run."""
+
+
+class WorkflowValidationError(WorkflowError):
+    """A workflow that is not valid; the message names the step, the field and the line."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.field = field
+        self.line = line
+
+
+class CacheError(AgentnbError):
+    """The response cache cannot be used as configured."""
+
+
+class AgentCallError(AgentnbError):
+    """A call that failed for good, after `attempts` tries; `__cause__` is the last error."""
+
+    def __init__(self, message: str, *, agent: str, attempts: int, last_error: BaseException) -> None:
+        super().__init__(message)
+        self.agent = agent
+        self.attempts = attempts
+        self.last_error = last_error
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the last cause was of a kind that is worth retrying later."""
+        return isinstance(self.last_error, RetryableError)
+
+
+class BackendError(AgentnbError):
+    """An error from a model backend, translated into agentnb's terms."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.request_id = request_id
+
+
+class RetryableError(BackendError):
+    """A transient failure: the same request may succeed if tried again."""
+
+    retryable = True
+
+
+class RateLimitError(RetryableError):
+    """429: too many requests; `retry_after` is the server's hint in seconds, if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class OverloadedError(RetryableError):
+    """529: the API is overloaded."""
+
+
+class ServerError(RetryableError):
+    """5xx, or 408/409 which the API also marks as retryable."""
+
+
+class BackendTimeoutError(RetryableError):
+    """The attempt did not finish within its timeout."""
+
+
+class BackendConnectionError(RetryableError):
+    """The connection could not be made or was reset."""
+
+
+class BadRequestError(BackendError):
+    """400 (and 413/422): the request itself is wrong; retrying cannot help."""
+
+
+class AuthenticationError(BackendError):
+    """401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(BackendError):
+    """403: the key may not use this resource."""
+
+
+class NotFoundError(BackendError):
+    """404: e.g. an unknown model id."""
+
+
+def error_for_status(
+    status_code: int,
+    message: str,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> BackendError:
+    """Map an HTTP status code to the matching `BackendError` subclass.
+
+    Example:
+        >>> type(error_for_status(529, "busy")).__name__
+        'OverloadedError'
+    """
+    if status_code == 429:
+        return RateLimitError(
+            message, status_code=429, request_id=request_id, retry_after=retry_after
+        )
+    if status_code == 529:
+        return OverloadedError(message, status_code=529, request_id=request_id)
+    if status_code in (408, 409) or 500 <= status_code < 600:
+        return ServerError(message, status_code=status_code, request_id=request_id)
+    kinds: dict[int, type[BackendError]] = {
+        401: AuthenticationError,
+        403: PermissionDeniedError,
+        404: NotFoundError,
+    }
+    return kinds.get(status_code, BadRequestError)(
+        message, status_code=status_code, request_id=request_id
+    )

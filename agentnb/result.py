@@ -1,0 +1,128 @@
+"""`AgentResult`: what one agent call gives back, and how it shows itself.
+
+`str(result)` is the answer text; in Jupyter the answer renders as Markdown followed by a one-line
+footer (agent, model, latency, tokens, cost, cached, and "simulated" when the offline simulator
+answered), and the display data carries the same provenance as metadata.
+
+Example:
+    >>> r = AgentResult(agent="writer", model="claude-sonnet-5-5", text="Hello", backend="simulated")
+    >>> str(r)
+    'Hello'
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .backends.base import Usage
+
+__all__ = ["AgentResult"]
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """The answer of one agent call, with its cost and provenance."""
+
+    agent: str
+    model: str
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = math.nan
+    latency_ms: float = 0.0
+    attempts: int = 1
+    stop_reason: str | None = "end_turn"
+    cached: bool = False
+    backend: str = ""
+    request_id: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def simulated(self) -> bool:
+        """True when the offline simulator produced this answer."""
+        return self.backend == "simulated"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        preview = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return (
+            f"AgentResult(agent={self.agent!r}, model={self.model!r}, cached={self.cached}, "
+            f"latency_ms={self.latency_ms:.1f}, text={preview!r})"
+        )
+
+    # -- display ----------------------------------------------------------------------------
+    def footer(self) -> str:
+        """One line of provenance: agent, model, latency, tokens, cost, cache, backend."""
+        cost = "cost n/a" if math.isnan(self.cost_usd) else f"${self.cost_usd:.4f}"
+        parts = [
+            self.agent,
+            self.model,
+            f"{self.latency_ms:,.0f} ms",
+            f"{self.usage.input_tokens:,} in / {self.usage.output_tokens:,} out tokens",
+            cost,
+        ]
+        if self.attempts > 1:
+            parts.append(f"{self.attempts} attempts")
+        if self.cached:
+            parts.append("cached")
+        if self.simulated:
+            parts.append("simulated")
+        return " · ".join(parts)
+
+    def metadata(self) -> dict[str, Any]:
+        """Provenance for display metadata and logs."""
+        return {
+            "agent": self.agent,
+            "model": self.model,
+            "backend": self.backend,
+            "cached": self.cached,
+            "simulated": self.simulated,
+        }
+
+    def _repr_markdown_(self) -> str:
+        return f"{self.text}\n\n---\n<sub>{html.escape(self.footer())}</sub>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.text if cycle else f"{self.text}\n-- {self.footer()}")
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "model": self.model,
+            "text": self.text,
+            "usage": self.usage.to_dict(),
+            "cost_usd": None if math.isnan(self.cost_usd) else self.cost_usd,
+            "latency_ms": self.latency_ms,
+            "attempts": self.attempts,
+            "stop_reason": self.stop_reason,
+            "cached": self.cached,
+            "backend": self.backend,
+            "request_id": self.request_id,
+            "started_at": self.started_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentResult:
+        cost = data.get("cost_usd")
+        return cls(
+            agent=data["agent"],
+            model=data["model"],
+            text=data["text"],
+            usage=Usage.from_dict(data.get("usage") or {}),
+            cost_usd=math.nan if cost is None else float(cost),
+            latency_ms=float(data.get("latency_ms", 0.0)),
+            attempts=int(data.get("attempts", 1)),
+            stop_reason=data.get("stop_reason"),
+            cached=bool(data.get("cached", False)),
+            backend=data.get("backend", ""),
+            request_id=data.get("request_id"),
+            started_at=datetime.fromisoformat(data["started_at"])
+            if data.get("started_at")
+            else datetime.now(timezone.utc),
+        )
