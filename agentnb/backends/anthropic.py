@@ -1,0 +1,314 @@
+"""The Anthropic Messages API as a backend, through the official async SDK.
+
+The `AsyncAnthropic` client is made on first use (so constructing the backend, e.g. when the
+extension loads, imports nothing heavy and binds to the loop that first calls it), with
+`max_retries=0`: retries belong to the orchestrator. Every `anthropic.*` error, and any `httpx2`
+error that leaks past the SDK, is translated into the `agentnb.errors.BackendError` family; the
+API key is never shown in a repr, a message or a log line.
+
+Example:
+    >>> backend = AnthropicBackend(api_key="sk-ant-...")
+    >>> "sk-ant" in repr(backend)
+    False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import email.utils
+import logging
+import math
+import urllib.parse
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..config import Secret
+from ..errors import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    ServerError,
+    error_for_status,
+)
+from .base import Backend, BackendRequest, BackendResponse, Usage
+
+if TYPE_CHECKING:
+    import httpx2
+    from anthropic import AsyncAnthropic
+    from anthropic.types import Message as SDKMessage
+    from anthropic.types import TextBlockParam
+
+    from ..config import Config
+
+__all__ = ["AnthropicBackend", "parse_retry_after"]
+
+_NEEDS_STREAMING = "Streaming is required"
+_log = logging.getLogger(__name__)
+_AGENT_HEADER = "x-agentnb-agent"  # sim_http.AGENT_HEADER; sent to the simulator only
+
+
+class AnthropicBackend(Backend):
+    """Calls Claude through `anthropic.AsyncAnthropic`; see the module docstring.
+
+    `api_key` None lets the SDK find credentials itself (`ANTHROPIC_API_KEY`, profiles).
+    `http_client` or `transport` replace the SDK's HTTP layer (tests use the simulator's
+    transport). `prompt_caching` marks the system prompt with `cache_control` when the request
+    also asks for it.
+    """
+
+    kind: ClassVar[str] = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: Secret | str | None = None,
+        base_url: str | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        prompt_caching: bool = True,
+    ) -> None:
+        if http_client is not None and transport is not None:
+            raise ValueError("pass http_client or transport, not both")
+        self._api_key = Secret(api_key) if isinstance(api_key, str) else api_key
+        self.base_url = base_url
+        self.prompt_caching = prompt_caching
+        self._http_client = http_client
+        self._transport = transport
+        self._client: AsyncAnthropic | None = None
+        self._warned_temperature = False
+        self._to_simulator = False
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> AnthropicBackend:
+        """A backend using the configured key, base URL and prompt-caching switch."""
+        return cls(api_key=cfg.api_key, base_url=cfg.base_url, prompt_caching=cfg.prompt_caching)
+
+    @property
+    def label(self) -> str:
+        return "claude"
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "from environment"
+        return (
+            f"AnthropicBackend(base_url={self.base_url!r}, prompt_caching={self.prompt_caching}, "
+            f"api_key=<{key}>)"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def client_created(self) -> bool:
+        """Whether the SDK client exists yet (it is made on the first call)."""
+        return self._client is not None
+
+    def _get_client(self) -> AsyncAnthropic:
+        if self._client is None:
+            import anthropic
+
+            kwargs: dict[str, Any] = {"max_retries": 0}
+            if self._api_key:
+                kwargs["api_key"] = self._api_key.get()
+            if self.base_url:
+                kwargs["base_url"] = self.base_url
+            if self._http_client is not None:
+                kwargs["http_client"] = self._http_client
+            elif self._transport is not None:
+                kwargs["http_client"] = anthropic.DefaultAsyncHttpxClient(transport=self._transport)
+            try:
+                client = anthropic.AsyncAnthropic(**kwargs)
+            except anthropic.AnthropicError as exc:
+                raise self._translate(exc) from None
+            if client.api_key is None and client.auth_token is None and client.credentials is None:
+                raise AuthenticationError(
+                    "no Anthropic API key: set ANTHROPIC_API_KEY, or use the simulated backend"
+                )
+            self._client = client
+            self._to_simulator = self._transport is not None and _is_simulator(self._transport)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the SDK client (but not an `http_client` the caller passed in and owns)."""
+        client, self._client = self._client, None
+        if client is not None and self._http_client is None:
+            await client.close()
+
+    # -- calls -------------------------------------------------------------------------------
+    def _params(self, request: BackendRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": request.messages,
+        }
+        if request.system:
+            if request.prompt_caching and self.prompt_caching:
+                block: TextBlockParam = {
+                    "type": "text",
+                    "text": request.system,
+                    "cache_control": {"type": "ephemeral"},
+                }
+                params["system"] = [block]
+            else:
+                params["system"] = request.system
+        if self._to_simulator and request.agent:
+            params["extra_headers"] = {_AGENT_HEADER: urllib.parse.quote(request.agent, safe="")}
+        if request.temperature is not None and not self._warned_temperature:
+            # SDK 2.x speaks API version 2026-10-21, which refuses sampling parameters (400
+            # even for temperature=1.0), so the setting is dropped rather than failing every call.
+            self._warned_temperature = True
+            _log.warning(
+                "temperature=%s ignored: the Messages API no longer accepts it", request.temperature
+            )
+        return params
+
+    async def create(self, request: BackendRequest) -> BackendResponse:
+        client = self._get_client()
+        try:
+            message = await client.messages.create(**self._params(request))
+        except ValueError as exc:
+            # The SDK refuses non-streaming calls whose max_tokens could outlast 10 minutes.
+            if _NEEDS_STREAMING not in str(exc):
+                raise
+            return await self._collect(request)
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is exc:
+                raise
+            raise error from None
+        return self._response(message, getattr(message, "_request_id", None))
+
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[str | BackendResponse, None]:
+        client = self._get_client()
+        try:
+            async with client.messages.stream(**self._params(request)) as events:
+                async for text in events.text_stream:
+                    if text:
+                        yield text
+                message = await events.get_final_message()
+                request_id = events.request_id
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is exc:
+                raise
+            raise error from None
+        yield self._response(message, request_id)
+
+    async def _collect(self, request: BackendRequest) -> BackendResponse:
+        async with contextlib.aclosing(self.stream(request)) as items:
+            async for item in items:
+                if isinstance(item, BackendResponse):
+                    return item
+        raise ServerError("the stream ended without a final message")  # pragma: no cover
+
+    def _response(self, message: SDKMessage, request_id: str | None) -> BackendResponse:
+        text = "".join(block.text for block in message.content if block.type == "text")
+        u = message.usage
+        usage = Usage(
+            input_tokens=u.input_tokens or 0,
+            output_tokens=u.output_tokens or 0,
+            cache_read_tokens=u.cache_read_input_tokens or 0,
+            cache_write_tokens=u.cache_creation_input_tokens or 0,
+        )
+        return BackendResponse(
+            text=text,
+            model=str(message.model),
+            stop_reason=message.stop_reason,
+            usage=usage,
+            backend=self.kind,
+            request_id=request_id,
+        )
+
+    # -- errors ------------------------------------------------------------------------------
+    def _translate(self, exc: Exception) -> Exception:
+        """The agentnb error for an SDK or httpx2 error; any other exception unchanged (a bug)."""
+        import anthropic
+        import httpx2
+
+        if isinstance(exc, BackendError):
+            return exc
+        if isinstance(exc, anthropic.APIStatusError):
+            headers = exc.response.headers
+            detail = exc.api_message or exc.message
+            kind = f" ({exc.type})" if exc.type else ""
+            return error_for_status(
+                exc.status_code,
+                self._scrub(f"Anthropic API error {exc.status_code}{kind}: {detail}"),
+                request_id=exc.request_id,
+                retry_after=parse_retry_after(headers),
+            )
+        if isinstance(exc, anthropic.APITimeoutError):
+            return BackendTimeoutError("the Anthropic API did not answer in time")
+        if isinstance(exc, anthropic.APIConnectionError):
+            cause = f": {self._scrub(str(exc.__cause__))}" if exc.__cause__ else ""
+            return BackendConnectionError(f"could not reach the Anthropic API{cause}")
+        if isinstance(exc, anthropic.APIResponseValidationError):
+            return ServerError(
+                f"unexpected response from the Anthropic API: {self._scrub(exc.message)}",
+                status_code=exc.status_code,
+            )
+        if isinstance(exc, anthropic.CredentialsError):
+            return AuthenticationError(
+                f"no usable Anthropic credentials (set ANTHROPIC_API_KEY): {self._scrub(str(exc))}"
+            )
+        if isinstance(exc, anthropic.AnthropicError):
+            return BackendError(f"Anthropic SDK error: {self._scrub(str(exc))}")
+        if isinstance(exc, httpx2.TimeoutException):
+            return BackendTimeoutError("the Anthropic API did not answer in time")
+        if isinstance(exc, httpx2.HTTPStatusError):
+            return error_for_status(
+                exc.response.status_code,
+                f"Anthropic API error {exc.response.status_code}",
+                request_id=exc.response.headers.get("request-id"),
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
+            return BackendConnectionError(
+                f"connection to the Anthropic API failed: {self._scrub(str(exc))}"
+            )
+        return exc
+
+    def _scrub(self, text: str) -> str:
+        key = self._api_key.get() if self._api_key else ""
+        return text.replace(key, "***") if key else text
+
+
+def _is_simulator(transport: object) -> bool:
+    # Imported here: the simulator's transport module is only loaded when it is in use.
+    from .sim_http import SimulatorTransport
+
+    return isinstance(transport, SimulatorTransport)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date.
+
+    Example:
+        >>> parse_retry_after({"retry-after": "2"})
+        2.0
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(value):
+                return max(0.0, value)
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, value) if math.isfinite(value) else None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return max(0.0, (when - _dt.datetime.now(_dt.UTC)).total_seconds())

@@ -1,0 +1,319 @@
+"""The offline simulator served as an in-process Messages-API HTTP transport (JSON and SSE).
+
+`simulator_transport(sim)` returns an `httpx2.MockTransport` whose handler answers
+`POST /v1/messages` the way the API does: it validates the body and the credentials header,
+runs the same simulation as `sim.create()` / `sim.stream()` (faults, rate limits, latency and
+prompt caching included) and replies with the API's JSON, error bodies, `request-id` and
+`retry-after` headers, or a `text/event-stream` whose deltas arrive over time. A `connection`
+fault raises `httpx2.ConnectError`; a `timeout` fault hangs for `sim.hang_s`. So the real
+`AnthropicBackend` and SDK code path can be exercised offline.
+
+The API has no field for the agent's name, so `AnthropicBackend` sends it in the
+`x-agentnb-agent` header (percent-encoded) only when its transport is a `SimulatorTransport`,
+never to a real server. With it the simulation is the same as a direct call: same text, per-agent
+`latencies`, `inject(agent=...)`. Other clients may omit it (the call then has `agent=""`).
+
+Example:
+    >>> import anthropic, httpx2
+    >>> from agentnb.backends import SimulatedBackend
+    >>> http = httpx2.AsyncClient(transport=simulator_transport(SimulatedBackend(latency_s=0)))
+    >>> client = anthropic.AsyncAnthropic(
+    ...     api_key="sk-test", base_url="http://sim", max_retries=0, http_client=http)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import httpx2
+
+from ..errors import BackendConnectionError, BackendError, BackendTimeoutError
+from .base import BackendRequest, BackendResponse, Message, Usage
+from .simulated import SimulatedBackend, SimulatedCall
+
+__all__ = ["AGENT_HEADER", "SimulatorTransport", "handle_messages_request", "simulator_transport"]
+
+#: The request header carrying the agent's name to the simulator (percent-encoded).
+AGENT_HEADER = "x-agentnb-agent"
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+# The API version the SDK 2.x sends drops the sampling parameters; older versions accept them.
+_NO_SAMPLING_SINCE = "2026-10-21"
+_OLD_API_VERSION = "2023-06-01"
+
+
+class _InvalidRequest(Exception):
+    """A request body the API would refuse with 400."""
+
+
+class SimulatorTransport(httpx2.MockTransport):
+    """An httpx2 transport answering Messages-API calls from `backend` (a `SimulatedBackend`)."""
+
+    def __init__(self, backend: SimulatedBackend) -> None:
+        self.backend = backend
+
+        async def handler(request: httpx2.Request) -> httpx2.Response:
+            return await handle_messages_request(backend, request)
+
+        super().__init__(handler)
+
+
+def simulator_transport(backend: SimulatedBackend) -> SimulatorTransport:
+    """An httpx2 transport that answers Messages-API calls from `backend`.
+
+    Example:
+        >>> transport = simulator_transport(SimulatedBackend(latency_s=0))
+    """
+    return SimulatorTransport(backend)
+
+
+async def handle_messages_request(
+    backend: SimulatedBackend, request: httpx2.Request
+) -> httpx2.Response:
+    """Answer one HTTP request as the Messages API would, using `backend`'s simulation."""
+    path = request.url.path.rstrip("/")
+    if request.method != "POST" or path != "/v1/messages":
+        return _error_response(404, f"{request.method} {path or '/'}: not found")
+    if not _has_credentials(request.headers):
+        return _error_response(401, "x-api-key header is required")
+    try:
+        body = json.loads(request.content)
+        version = request.headers.get("anthropic-version", _OLD_API_VERSION)
+        sim_request, streaming = _parse_body(body, sampling=version < _NO_SAMPLING_SINCE)
+        agent = urllib.parse.unquote(request.headers.get(AGENT_HEADER, ""))
+        if agent:
+            sim_request = dataclasses.replace(sim_request, agent=agent)
+    except _InvalidRequest as exc:
+        return _error_response(400, str(exc))
+    except ValueError:  # JSON or UTF-8 decoding
+        return _error_response(400, "the request body is not valid JSON")
+    try:
+        call = await backend.begin(sim_request, streamed=streaming)
+        if not streaming:
+            response = await call.wait()
+    except BackendConnectionError as exc:
+        raise httpx2.ConnectError(str(exc), request=request) from None
+    except BackendTimeoutError as exc:
+        raise httpx2.ReadTimeout(str(exc), request=request) from None
+    except BackendError as exc:
+        return _error_for(exc)
+    headers = {"request-id": call.response.request_id or ""}
+    if streaming:
+        headers["content-type"] = "text/event-stream"
+        headers["cache-control"] = "no-cache"
+        return httpx2.Response(200, headers=headers, stream=_EventStream(_events(call)))
+    return httpx2.Response(200, headers=headers, json=_message_json(response))
+
+
+# -- request side ---------------------------------------------------------------------------
+
+
+def _has_credentials(headers: httpx2.Headers) -> bool:
+    # The SDK sends `Authorization: Bearer <key>`; other clients send `x-api-key`.
+    if headers.get("x-api-key"):
+        return True
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _parse_body(body: Any, *, sampling: bool = True) -> tuple[BackendRequest, bool]:
+    """Validate a Messages-API body and turn it into a `BackendRequest` (and the stream flag).
+
+    `sampling` False refuses `temperature`/`top_p`/`top_k`, as API versions from 2026-10-21 do.
+    """
+    if not isinstance(body, dict):
+        raise _InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _InvalidRequest("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise _InvalidRequest("max_tokens: Field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise _InvalidRequest("max_tokens: must be an integer of at least 1")
+    raw_messages = body.get("messages")
+    if raw_messages is None:
+        raise _InvalidRequest("messages: Field required")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise _InvalidRequest("messages: must be a non-empty list")
+    turns = [_parse_message(i, m) for i, m in enumerate(raw_messages)]
+    if turns[-1].role != "user":
+        raise _InvalidRequest("messages: the simulator needs the last message to be from the user")
+    system, cached = _parse_system(body.get("system"))
+    for name in ("temperature", "top_p", "top_k"):
+        if not sampling and name in body:
+            raise _InvalidRequest(f"{name}: Extra inputs are not permitted")
+    temperature = body.get("temperature")
+    if temperature is not None and (
+        not isinstance(temperature, (int, float))
+        or isinstance(temperature, bool)
+        or not 0.0 <= temperature <= 1.0
+    ):
+        raise _InvalidRequest("temperature: must be a number between 0 and 1")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _InvalidRequest("stream: must be a boolean")
+    request = BackendRequest(
+        model=model,
+        task=turns[-1].content,
+        system=system,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+        history=tuple(turns[:-1]),
+        prompt_caching=cached or bool(body.get("cache_control")),
+    )
+    return request, stream
+
+
+def _parse_message(index: int, raw: Any) -> Message:
+    if not isinstance(raw, dict):
+        raise _InvalidRequest(f"messages.{index}: must be an object")
+    role = raw.get("role")
+    if role not in ("user", "assistant"):
+        raise _InvalidRequest(f"messages.{index}.role: must be 'user' or 'assistant'")
+    text, _ = _text_of(raw.get("content"), f"messages.{index}.content")
+    return Message(role=role, content=text)
+
+
+def _parse_system(raw: Any) -> tuple[str, bool]:
+    if raw is None:
+        return "", False
+    return _text_of(raw, "system")
+
+
+def _text_of(content: Any, where: str) -> tuple[str, bool]:
+    """The text of a string or a list of text blocks, and whether any block asks for caching."""
+    if isinstance(content, str):
+        return content, False
+    if not isinstance(content, list):
+        raise _InvalidRequest(f"{where}: must be a string or a list of content blocks")
+    parts: list[str] = []
+    cached = False
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise _InvalidRequest(f"{where}.{i}: the simulator accepts text blocks only")
+        text = block.get("text")
+        if not isinstance(text, str):
+            raise _InvalidRequest(f"{where}.{i}.text: Field required")
+        parts.append(text)
+        cached = cached or bool(block.get("cache_control"))
+    return "".join(parts), cached
+
+
+# -- response side --------------------------------------------------------------------------
+
+
+def _usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cache_read_tokens,
+    }
+
+
+def _message_json(response: BackendResponse, *, started: bool = False) -> dict[str, Any]:
+    request_id = response.request_id or "req_sim"
+    usage = _usage_json(response.usage)
+    if started:  # as in the API's message_start: no content yet, output not counted
+        usage["output_tokens"] = 1
+    return {
+        "id": "msg_" + request_id.removeprefix("req_"),
+        "type": "message",
+        "role": "assistant",
+        "model": response.model,
+        "content": [] if started else [{"type": "text", "text": response.text}],
+        "stop_reason": None if started else response.stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class _EventStream(httpx2.AsyncByteStream):
+    """A response body that closes its generator when the client closes the response early."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+        self._events = events
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._events:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+
+async def _events(call: SimulatedCall) -> AsyncGenerator[bytes, None]:
+    """The SSE body of a streamed call; each delta is sent when the simulation produces it."""
+    response = call.response
+    yield _sse(
+        "message_start", {"type": "message_start", "message": _message_json(response, started=True)}
+    )
+    yield _sse(
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
+    yield _sse("ping", {"type": "ping"})
+    async with contextlib.aclosing(call.deltas()) as deltas:
+        async for text in deltas:
+            yield _sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": text},
+                },
+            )
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield _sse(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": response.stop_reason, "stop_sequence": None},
+            "usage": _usage_json(response.usage),
+        },
+    )
+    yield _sse("message_stop", {"type": "message_stop"})
+
+
+def _error_response(
+    status: int, message: str, *, request_id: str | None = None, retry_after: float | None = None
+) -> httpx2.Response:
+    error_type = _ERROR_TYPES.get(status, "api_error")
+    headers = {"request-id": request_id or "req_sim_rejected"}
+    if retry_after is not None:
+        headers["retry-after"] = f"{retry_after:g}"
+    body = {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+        "request_id": headers["request-id"],
+    }
+    return httpx2.Response(status, headers=headers, json=body)
+
+
+def _error_for(exc: BackendError) -> httpx2.Response:
+    return _error_response(
+        exc.status_code or 500,
+        str(exc),
+        request_id=exc.request_id,
+        retry_after=getattr(exc, "retry_after", None),
+    )
