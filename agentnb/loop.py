@@ -60,13 +60,29 @@ class HomeLoop:
                 "a blocking agentnb call was made from the agentnb loop itself; "
                 "use the async API (await ...) in coroutines"
             )
-        future = self.submit(coro)
+        started = threading.Event()
+        finished = threading.Event()
+
+        async def runner() -> T:
+            started.set()
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        future = self.submit(runner())
         try:
             return future.result()
         except KeyboardInterrupt:
             future.cancel()
-            # Wait for the cancelled work to unwind so nothing is left half-running.
-            concurrent.futures.wait([future], timeout=10)
+            # The cancelled future is "done" at once, but the task on the home loop still has to
+            # unwind (cancel its children, record them). A barrier tells whether it ever started;
+            # if it did, wait for it to finish so nothing is left half-running.
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(timeout=10)
+            if started.is_set():
+                finished.wait(timeout=10)
+            else:
+                coro.close()
             raise
 
     async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
