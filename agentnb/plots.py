@@ -1,0 +1,142 @@
+"""matplotlib figures of agentnb results; each takes `ax=None` and returns the Axes it drew on.
+
+matplotlib is imported only when a plot is drawn, so importing agentnb stays fast.
+
+Example:
+    >>> ax = plot_timeline(run)          # doctest: +SKIP
+    >>> ax.figure.savefig("run.png")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+    from .workflow import WorkflowRun
+
+__all__ = ["STATUS_COLOURS", "plot_speedup", "plot_timeline"]
+
+#: Bar colour of each step status.
+STATUS_COLOURS: dict[str, str] = {
+    "succeeded": "#4c9a4c",
+    "cached": "#5b8fd6",
+    "failed": "#d64b4b",
+    "skipped": "#b0b0b0",
+    "running": "#e0a030",
+    "waiting": "#e6e6e6",
+}
+
+
+def plot_timeline(run_or_frame: WorkflowRun | pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """A Gantt chart of a workflow run: one horizontal bar per step, from its start to its end.
+
+    Bars are coloured by status; cached steps are hatched and labelled "cached"; skipped steps
+    (which never started) are labelled where they were skipped. Step ids label the y axis, first
+    step at the top; the x axis is seconds since the run started. Accepts a `WorkflowRun` or its
+    `.metrics` DataFrame (columns `step`, `status`, `start_s`, `end_s`, `cached`).
+
+    Example:
+        >>> ax = plot_timeline(run.metrics)   # doctest: +SKIP
+    """
+    from .workflow.run import WorkflowRun
+
+    if isinstance(run_or_frame, WorkflowRun):
+        frame, title = run_or_frame.metrics, run_or_frame.name
+    else:
+        frame, title = run_or_frame, None
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(8, max(1.5, 0.4 * len(frame) + 1)))
+    from matplotlib.patches import Patch
+
+    steps = [str(s) for s in frame["step"]]
+    y = list(range(len(steps)))
+    seen: dict[str, None] = {}
+    for pos, row in zip(y, frame.itertuples(index=False), strict=True):
+        status = str(row.status)
+        start, end = _num(row.start_s), _num(row.end_s)
+        if math.isnan(start):
+            start = end if not math.isnan(end) else 0.0
+        width = 0.0 if math.isnan(end) else max(0.0, end - start)
+        cached = bool(getattr(row, "cached", False)) or status == "cached"
+        ax.barh(
+            pos,
+            width,
+            left=start,
+            height=0.6,
+            color=STATUS_COLOURS.get(status, "#808080"),
+            edgecolor="#333333",
+            linewidth=0.5,
+            hatch="//" if cached else None,
+        )
+        seen.setdefault(status, None)
+        label = "cached" if cached else ("skipped" if status == "skipped" else "")
+        if label:
+            ax.text(start + width, pos, f" {label}", va="center", fontsize=8, color="#333333")
+    ax.set_yticks(y)
+    ax.set_yticklabels(steps)
+    ax.set_ylim(len(steps) - 0.5, -0.5)  # first step at the top
+    ax.set_xlabel("seconds since start")
+    if title:
+        ax.set_title(f"workflow {title}")
+    ax.legend(
+        handles=[Patch(color=STATUS_COLOURS.get(s, "#808080"), label=s) for s in seen],
+        loc="lower right",
+        fontsize=8,
+    )
+    ax.grid(axis="x", alpha=0.3)
+    return ax
+
+
+def _num(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def plot_speedup(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Bar chart of a `SpeedupReport.table`: speedup over sequential per mode.
+
+    Error bars span the speedups of the slowest and the fastest repeat; a black tick on each bar
+    marks the ideal speedup where one is defined (n / ceil(n / max_concurrency) for concurrent).
+
+    Example:
+        >>> compare_speedup(calls).plot()   # doctest: +SKIP
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    modes = [str(m) for m in table["mode"]]
+    speedup = [float(v) for v in table["speedup"]]
+    reference = speedup[0] * float(table["wall_s_mean"].iloc[0]) if len(speedup) else 1.0
+    low = [s - reference / float(w) for s, w in zip(speedup, table["wall_s_max"], strict=True)]
+    high = [reference / float(w) - s for s, w in zip(speedup, table["wall_s_min"], strict=True)]
+    x = list(range(len(modes)))
+    colours = ["#b0b0b0", "#4c9a4c", "#5b8fd6", "#e0a030"]
+    ax.bar(
+        x,
+        speedup,
+        yerr=[[max(0.0, v) for v in low], [max(0.0, v) for v in high]],
+        capsize=4,
+        color=[colours[i % len(colours)] for i in x],
+        edgecolor="#333333",
+        linewidth=0.5,
+    )
+    for xi, ideal in zip(x, table["ideal_speedup"], strict=True):
+        if not math.isnan(float(ideal)):
+            ax.hlines(float(ideal), xi - 0.4, xi + 0.4, colors="black", linestyles="--", linewidth=1)
+    for xi, s in zip(x, speedup, strict=True):
+        ax.text(xi, s, f"{s:,.1f}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, modes)
+    ax.set_ylabel("speedup vs sequential")
+    ax.set_yscale("log" if max(speedup, default=1) > 50 else "linear")
+    ax.set_title("Speedup (dashed: ideal)")
+    return ax

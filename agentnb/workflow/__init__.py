@@ -1,0 +1,31 @@
+"""Workflows: YAML DAGs of agent steps, checked before they run and scheduled progressively.
+
+`Workflow` (`model.py`) is the checked, immutable DAG; `execute_workflow` (`scheduler.py`) runs
+it through any step executor (the orchestrator passes one that calls the model); the result is a
+`WorkflowRun` (`run.py`). `{{name}}` placeholders are described in `template.py`.
+
+Example:
+    >>> wf = Workflow.from_yaml("examples/workflows/code-review.yaml")   # doctest: +SKIP
+    >>> run = await orchestrator.run_workflow(wf, variables={"src": code})  # doctest: +SKIP
+    >>> run.status, run.efficiency                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .model import OnError, Step, Workflow
+from .run import RunStatus, StepResult, StepStatus, WorkflowRun
+from .scheduler import StepEvent, StepExecutor, execute_workflow, iter_workflow
+
+__all__ = [
+    "OnError",
+    "RunStatus",
+    "Step",
+    "StepEvent",
+    "StepExecutor",
+    "StepResult",
+    "StepStatus",
+    "Workflow",
+    "WorkflowRun",
+    "execute_workflow",
+    "iter_workflow",
+]

@@ -1,0 +1,368 @@
+"""The progressive scheduler: run a workflow's steps as soon as their own dependencies are done.
+
+There are no supersteps: when a step finishes, each dependent whose dependencies have now all
+succeeded is started at once, limited only by the concurrency limit (an `asyncio.Semaphore`;
+slots are handed out first come, first served). All steps run as tasks of one
+`asyncio.TaskGroup`, so nothing outlives the call.
+
+Failures never raise out of `execute_workflow`; they are recorded in the `WorkflowRun`:
+
+- `on_error: continue` marks every step downstream of a failure `skipped` (naming the failed
+  step) and lets independent branches run to the end;
+- `on_error: fail_fast` cancels the running steps at the first failure and starts nothing new;
+  cancelled and unstarted steps are `skipped`.
+
+Cancelling the call (or a `KeyboardInterrupt` raised inside a step) cancels the running steps and
+propagates; results already completed stay in the orchestrator's response cache, so running
+again (or passing `resume=`) does not repeat them.
+
+Example:
+    >>> async def execute(step, task):        # doctest: +SKIP
+    ...     return await orchestrator.call(step.agent, task)
+    >>> run = await execute_workflow(wf, execute, variables={"src": code}, max_concurrency=4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..result import AgentResult
+from .model import Step, Workflow
+from .parse import invalid
+from .run import StepResult, StepStatus, WorkflowRun
+from .template import render
+
+__all__ = ["StepEvent", "StepExecutor", "execute_workflow", "iter_workflow"]
+
+log = logging.getLogger(__name__)
+
+#: Runs one step: `(step, task with placeholders filled) -> result`; raising marks it failed.
+StepExecutor = Callable[[Step, str], Awaitable[AgentResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """A step changing state: `at` is seconds since the run started.
+
+    `result` comes with `succeeded`/`cached`, `error` with `failed`, `reason` with `skipped`.
+    """
+
+    step_id: str
+    status: StepStatus
+    at: float
+    result: AgentResult | None = None
+    error: BaseException | None = None
+    reason: str | None = None
+
+
+class _FailFast(Exception):
+    """Raised inside the task group to cancel the other steps after a failure."""
+
+
+async def execute_workflow(
+    workflow: Workflow,
+    execute: StepExecutor,
+    *,
+    variables: Mapping[str, Any] | None = None,
+    max_concurrency: int | None = None,
+    progress: Callable[[StepEvent], None] | None = None,
+    resume: WorkflowRun | None = None,
+    agents: Container[str] | None = None,
+) -> WorkflowRun:
+    """Run every step of `workflow` through `execute` and return the `WorkflowRun`.
+
+    The workflow is validated first (against `agents` when given, and `variables`); a
+    `WorkflowValidationError` is the only error raised before anything runs. Variables are
+    turned into text with `str()`. The concurrency limit is the smaller of `max_concurrency`
+    and the workflow's own (unlimited when neither is set). `progress` is called on the event
+    loop for every `StepEvent`: `waiting` for all steps first, then `running`, then the final
+    state. With `resume=`, a step that has an output in that run, the same agent and options,
+    and the same task after filling in placeholders is reused (status `cached`, `reused=True`)
+    without calling `execute`.
+    """
+    workflow.validate(agents=agents, variables=variables)
+    limits = [n for n in (max_concurrency, workflow.max_concurrency) if n is not None]
+    if any(n < 1 for n in limits):
+        raise invalid(f"must be at least 1, got {min(limits)}", field="max_concurrency")
+    scheduler = _Scheduler(
+        workflow, execute, variables or {}, min(limits) if limits else None, progress, resume
+    )
+    return await scheduler.run()
+
+
+async def iter_workflow(
+    workflow: Workflow,
+    execute: StepExecutor,
+    **options: Any,
+) -> AsyncIterator[StepEvent | WorkflowRun]:
+    """`execute_workflow` as an async iterator: every `StepEvent`, then the `WorkflowRun` last.
+
+    Leaving the loop early cancels the run.
+
+    Example:
+        >>> async for item in iter_workflow(wf, execute):      # doctest: +SKIP
+        ...     if isinstance(item, WorkflowRun): run = item
+        ...     else: show(item.step_id, item.status)
+    """
+    queue: asyncio.Queue[StepEvent] = asyncio.Queue()
+    running = asyncio.ensure_future(
+        execute_workflow(workflow, execute, progress=queue.put_nowait, **options)
+    )
+    getter: asyncio.Future[StepEvent] | None = None
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, running}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+                continue
+            while not queue.empty():
+                yield queue.get_nowait()
+            yield running.result()
+            return
+    finally:
+        for future in (getter, running):
+            if future is not None and not future.done():
+                future.cancel()
+                await asyncio.gather(future, return_exceptions=True)
+
+
+class _Scheduler:
+    """The state of one run; lives only for the duration of `execute_workflow`."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        execute: StepExecutor,
+        variables: Mapping[str, Any],
+        limit: int | None,
+        progress: Callable[[StepEvent], None] | None,
+        resume: WorkflowRun | None,
+    ) -> None:
+        self.workflow = workflow
+        self.execute = execute
+        self.limit = limit
+        self.progress = progress
+        self.resume = resume
+        self.steps = workflow.steps
+        self.index = workflow._graph.index
+        self.dependents = workflow._graph.dependents
+        self.waiting = [len(step.dependencies) for step in self.steps]
+        self.semaphore = asyncio.Semaphore(limit) if limit is not None else None
+        # Each variable a placeholder uses is turned into text once, not once per step.
+        names = {n for free in workflow._graph.free for n in free}
+        # `inputs:` are the workflow's defaults; the caller's variables override them.
+        self.values: dict[str, str] = dict(workflow.inputs)
+        self.values.update({n: str(variables[n]) for n in names if n in variables})
+        self.results: dict[str, StepResult] = {}
+        self.started: dict[str, tuple[float, datetime]] = {}
+        self.stopping = False
+        self.group: asyncio.TaskGroup | None = None
+        self.t0 = time.perf_counter()
+        self.started_at = datetime.now(UTC)
+
+    # -- the run ----------------------------------------------------------------------------
+    async def run(self) -> WorkflowRun:
+        for step in self.steps:
+            self._emit(step.id, "waiting")
+        try:
+            async with asyncio.TaskGroup() as group:
+                self.group = group
+                self._advance([p for p, n in enumerate(self.waiting) if n == 0])
+        except* _FailFast:
+            pass
+        first = next((k for k, r in self.results.items() if r.status == "failed"), None)
+        for step in self.steps:
+            if step.id not in self.results:
+                self._finish(
+                    step,
+                    "skipped",
+                    reason=f"not started: step {first!r} failed (on_error: fail_fast)",
+                )
+        wall = time.perf_counter() - self.t0
+        return WorkflowRun(
+            workflow=self.workflow,
+            steps={step.id: self.results[step.id] for step in self.steps},
+            started_at=self.started_at,
+            wall_s=wall,
+            max_concurrency=self.limit,
+        )
+
+    def _advance(self, ready: list[int]) -> None:
+        """Start (or reuse) each ready step; reused ones make their dependents ready in turn."""
+        queue = deque(ready)
+        while queue:
+            step = self.steps[queue.popleft()]
+            if step.id in self.results or self.stopping:
+                continue
+            task = self._render(step)
+            reused = self._reusable(step, task)
+            if reused is not None:
+                now = self._now()
+                self._finish(
+                    step,
+                    "cached",
+                    result=reused,
+                    task=task,
+                    reused=True,
+                    started=(now, datetime.now(UTC)),
+                )
+                queue.extend(self._released(step))
+            else:
+                assert self.group is not None
+                self.group.create_task(self._run_step(step, task), name=f"step:{step.id}")
+
+    def _released(self, step: Step) -> list[int]:
+        """Dependents of a finished step that now have all their dependencies done."""
+        ready = []
+        for child in self.dependents[self.index[step.id]]:
+            self.waiting[child] -= 1
+            if self.waiting[child] == 0:
+                ready.append(child)
+        return ready
+
+    async def _run_step(self, step: Step, task: str) -> None:
+        if self.semaphore is not None:
+            await self.semaphore.acquire()
+        try:
+            self.started[step.id] = (self._now(), datetime.now(UTC))
+            self._emit(step.id, "running")
+            try:
+                result = await self.execute(step, task)
+            except Exception as exc:
+                error: Exception | None = exc
+            except BaseException:
+                self._finish(
+                    step,
+                    "skipped",
+                    task=task,
+                    started=self.started[step.id],
+                    reason="cancelled while running",
+                )
+                raise
+            else:
+                error = None
+        finally:
+            if self.semaphore is not None:
+                self.semaphore.release()
+        if error is None:
+            status: StepStatus = "cached" if result.cached else "succeeded"
+            self._finish(step, status, result=result, task=task, started=self.started[step.id])
+            if not self.stopping:
+                self._advance(self._released(step))
+            return
+        self._finish(step, "failed", error=error, task=task, started=self.started[step.id])
+        if self.workflow.on_error == "fail_fast":
+            if not self.stopping:
+                self.stopping = True
+                raise _FailFast(step.id)
+            return
+        self._skip_downstream(step)
+
+    def _skip_downstream(self, failed: Step) -> None:
+        direct = self.dependents[self.index[failed.id]]
+        stack = list(direct)
+        while stack:
+            position = stack.pop()
+            step = self.steps[position]
+            if step.id in self.results:
+                continue
+            how = "dependency" if position in direct else "upstream step"
+            self._finish(step, "skipped", reason=f"{how} {failed.id!r} failed")
+            stack.extend(self.dependents[position])
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _render(self, step: Step) -> str:
+        names = step.placeholders
+        if not names:
+            return step.task
+        values = {}
+        for name in names:
+            own = self.results.get(name)
+            if name in self.index and own is not None and own.result is not None:
+                values[name] = own.result.text
+            else:
+                values[name] = self.values[name]
+        return render(step.task, values)
+
+    def _reusable(self, step: Step, task: str) -> AgentResult | None:
+        if self.resume is None:
+            return None
+        before = self.resume.steps.get(step.id)
+        if before is None or not before.ok or before.result is None or before.task != task:
+            return None
+        try:
+            old = self.resume.workflow.step(step.id)
+        except KeyError:
+            return None
+        same = (old.agent, old.model, old.temperature, old.max_tokens) == (
+            step.agent,
+            step.model,
+            step.temperature,
+            step.max_tokens,
+        )
+        return before.result if same else None
+
+    def _now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def _finish(
+        self,
+        step: Step,
+        status: StepStatus,
+        *,
+        result: AgentResult | None = None,
+        error: BaseException | None = None,
+        task: str | None = None,
+        reason: str | None = None,
+        started: tuple[float, datetime] | None = None,
+        reused: bool = False,
+    ) -> None:
+        ended = self._now()
+        attempts = 0
+        if result is not None and not reused:
+            attempts = result.attempts
+        elif error is not None:
+            attempts = int(getattr(error, "attempts", 1))
+        elif started is not None and not reused:
+            attempts = 1
+        self.results[step.id] = StepResult(
+            step_id=step.id,
+            agent=step.agent,
+            status=status,
+            result=result,
+            error=error,
+            task=task,
+            reason=reason,
+            started_s=started[0] if started else None,
+            ended_s=ended,
+            started_at=started[1] if started else None,
+            ended_at=datetime.now(UTC),
+            attempts=attempts,
+            reused=reused,
+        )
+        self._emit(step.id, status, result=result, error=error, reason=reason)
+
+    def _emit(
+        self,
+        step_id: str,
+        status: StepStatus,
+        *,
+        result: AgentResult | None = None,
+        error: BaseException | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(StepEvent(step_id, status, self._now(), result, error, reason))
+        except Exception:
+            # A broken progress display must not break the run it displays.
+            log.exception("workflow progress callback failed on %s %s", step_id, status)
