@@ -1,0 +1,81 @@
+"""agentnb: Claude agents in Jupyter, with an offline simulator, a response cache and benchmarks.
+
+The public API is re-exported here; `tests/test_public_api.py` pins `__all__`.
+
+Example:
+    >>> import agentnb
+    >>> orch = agentnb.AgentOrchestrator(agentnb.Config.load(backend="simulated", env={},
+    ...                                                      sim_latency_s=0, cache_enabled=False))
+    >>> orch.execute_agent("writer", "Say hello").simulated
+    True
+    >>> orch.close()
+"""
+
+from __future__ import annotations
+
+from .agents import AgentRegistry, AgentSpec, list_agents
+from .backends import AnthropicBackend, Backend, BackendRequest, BackendResponse, SimulatedBackend, Usage
+from .bench import SpeedupReport, compare_speedup
+from .config import Config
+from .errors import (
+    AgentCallError,
+    AgentError,
+    AgentNotFoundError,
+    AgentnbError,
+    BackendError,
+    CacheError,
+    ConfigError,
+    InvalidAgentNameError,
+    RateLimitError,
+    TaskTooLongError,
+    WorkflowError,
+    WorkflowValidationError,
+)
+from .metrics import PerformanceTracker, PriceTable, prices
+from .orchestrator import (
+    AgentCall,
+    AgentOrchestrator,
+    AgentStream,
+    AsyncAgentOrchestrator,
+    default_orchestrator,
+)
+from .result import AgentResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentCall",
+    "AgentCallError",
+    "AgentError",
+    "AgentNotFoundError",
+    "AgentOrchestrator",
+    "AgentRegistry",
+    "AgentResult",
+    "AgentSpec",
+    "AgentStream",
+    "AgentnbError",
+    "AnthropicBackend",
+    "AsyncAgentOrchestrator",
+    "Backend",
+    "BackendError",
+    "BackendRequest",
+    "BackendResponse",
+    "CacheError",
+    "Config",
+    "ConfigError",
+    "InvalidAgentNameError",
+    "PerformanceTracker",
+    "PriceTable",
+    "RateLimitError",
+    "SimulatedBackend",
+    "SpeedupReport",
+    "TaskTooLongError",
+    "Usage",
+    "WorkflowError",
+    "WorkflowValidationError",
+    "__version__",
+    "compare_speedup",
+    "default_orchestrator",
+    "list_agents",
+    "prices",
+]

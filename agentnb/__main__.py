@@ -1,0 +1,257 @@
+"""The command line: `python -m agentnb demo | agent | agents | run | bench | config`.
+
+Every `AgentnbError` becomes one line on stderr (`agentnb: error: ...`) and exit status 2;
+anything else is a bug and keeps its traceback.
+
+    python -m agentnb demo                       # the main job: a workflow + metrics + speedup
+    python -m agentnb agent writer "Write a haiku about caches"
+    python -m agentnb agents
+    python -m agentnb run examples/workflows/code_review.yaml --var src=@mycode.py
+    python -m agentnb bench --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import AgentnbError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m agentnb", description="Claude agents, offline-first.")
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="use the offline simulator even when ANTHROPIC_API_KEY is set",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the bundled workflow on the simulator, with metrics")
+    d.add_argument("--real", action="store_true", help="use the configured backend (Claude if a key is set)")
+    d.add_argument("--latency", type=float, default=0.2, help="simulated latency in seconds (default 0.2)")
+    d.add_argument("--calls", type=int, default=10, help="calls in the speedup comparison (default 10)")
+    d.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+
+    a = sub.add_parser("agent", help="run one agent on one task")
+    a.add_argument("name")
+    a.add_argument("task", nargs="+", help="the task (words are joined; '-' reads stdin)")
+    a.add_argument("-m", "--model")
+    a.add_argument("-t", "--temperature", type=float)
+    a.add_argument("--max-tokens", type=int)
+    a.add_argument("--no-cache", action="store_true")
+    a.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    a.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    ls = sub.add_parser("agents", help="list the agents on the search path")
+    ls.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("run", help="run a workflow YAML file")
+    r.add_argument("file", type=Path)
+    r.add_argument("--var", action="append", default=[], metavar="K=V",
+                   help="a variable for {{K}}; V=@path reads a file")
+    r.add_argument("--max-concurrency", type=int)
+    r.add_argument("--no-cache", action="store_true")
+    r.add_argument("--dry-run", action="store_true", help="validate and show the order; run nothing")
+    r.add_argument("--json", action="store_true", help="print the run as JSON")
+
+    b = sub.add_parser("bench", help="print the benchmark figures as Markdown tables")
+    b.add_argument("--quick", action="store_true", help="a smaller suite, under a minute")
+    b.add_argument("--out", type=Path, help="also write results.json (and plots) into this directory")
+
+    sub.add_parser("config", help="show the effective settings (the API key is never shown)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(_dispatch(args) or 0)
+    except AgentnbError as exc:
+        print(f"agentnb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agentnb: interrupted", file=sys.stderr)
+        return 130
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> Config:
+    if args.simulate:
+        overrides.setdefault("backend", "simulated")
+    return Config.load(**overrides)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .orchestrator import AgentOrchestrator
+
+    if args.command == "config":
+        for key, value in _config(args).to_dict().items():
+            print(f"{key:24} {value}")
+        return 0
+    if args.command == "agents":
+        from .agents import list_agents
+
+        df = list_agents(_config(args))
+        if args.json:
+            print(df.assign(source=df["source"].astype(str)).to_json(orient="records", indent=2))
+        else:
+            with _wide():
+                print(df[["name", "model", "description"]].to_string(index=False, max_colwidth=70))
+        return 0
+    if args.command == "agent":
+        task = " ".join(args.task)
+        if task == "-":
+            task = sys.stdin.read()
+        with AgentOrchestrator(_config(args)) as orch:
+            kwargs: dict[str, Any] = {
+                "model": args.model,
+                "temperature": args.temperature,
+                "max_tokens": args.max_tokens,
+                "use_cache": not args.no_cache,
+            }
+            if args.stream:
+                stream = orch.stream_agent(args.name, task, **kwargs)
+                for chunk in stream:
+                    print(chunk, end="", flush=True)
+                print()
+                result = stream.result
+                assert result is not None
+            else:
+                result = orch.execute_agent(args.name, task, **kwargs)
+                if not args.json:
+                    print(result.text)
+            if args.json:
+                print(json.dumps(result.to_dict(), indent=2))
+            else:
+                print(f"\n-- {result.footer()}", file=sys.stderr)
+        return 0
+    if args.command == "run":
+        return _run_workflow(args)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "demo":
+        return _demo(args)
+    raise AssertionError(args.command)  # pragma: no cover - argparse guards the choices
+
+
+def _parse_vars(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AgentnbError(f"--var {item!r}: expected K=V")
+        if value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise AgentnbError(f"--var {key}: cannot read {value[1:]}: {exc.strerror}") from None
+        out[key] = value
+    return out
+
+
+def _run_workflow(args: argparse.Namespace) -> int:
+    from .orchestrator import AgentOrchestrator
+    from .workflow import Workflow
+
+    if not args.file.is_file():
+        raise AgentnbError(f"workflow file {args.file} does not exist")
+    workflow = Workflow.from_yaml(args.file)
+    variables = _parse_vars(args.var)
+    with AgentOrchestrator(_config(args)) as orch:
+        workflow.validate(agents=orch.agents, variables=variables)
+        if args.dry_run:
+            print(f"workflow {workflow.name!r} is valid: {len(workflow.steps)} steps")
+            for level, ids in enumerate(workflow.order(), 1):
+                print(f"  stage {level}: {', '.join(ids)}")
+            return 0
+        run = orch.run_workflow(
+            workflow, variables, max_concurrency=args.max_concurrency, use_cache=not args.no_cache
+        )
+    if args.json:
+        print(run.to_json())
+    else:
+        _print_run(run)
+    return 0 if run.status == "succeeded" else 1
+
+
+def _print_run(run: Any) -> None:
+    for step_id, step in run.steps.items():
+        print(f"\n## {step_id}  [{step.status}{' (cached)' if step.cached else ''}]")
+        if step.result is not None:
+            print(step.result.text)
+        elif step.error:
+            print(f"error: {step.error}")
+    print()
+    print(repr(run))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench_suite import run_suite, to_markdown
+
+    sections = run_suite(quick=args.quick)
+    for title, note, rows in sections:
+        print(f"\n### {title}\n\n{note}\n\n{to_markdown(rows)}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        payload = [{"title": t, "note": n, "rows": r} for t, n, r in sections]
+        (args.out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+        print(f"\nwrote {args.out / 'results.json'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .bench import compare_speedup
+    from .orchestrator import AgentOrchestrator
+
+    overrides: dict[str, Any] = {"sim_latency_s": args.latency}
+    if not args.real:
+        overrides["backend"] = "simulated"
+    if args.no_cache:
+        overrides["cache_enabled"] = False
+    cfg = _config(args, **overrides)
+    source = resources.files("agentnb").joinpath("data/demo_workflow.yaml").read_text(encoding="utf-8")
+    sample = resources.files("agentnb").joinpath("data/demo_source.txt").read_text(encoding="utf-8")
+    with AgentOrchestrator(cfg) as orch:
+        label = orch.backend.label
+        print(f"agentnb demo · backend: {label}"
+              + (" (offline; set ANTHROPIC_API_KEY and pass --real to call Claude)" if label == "simulated" else ""))
+        print("\n# 1. A code-review workflow: three reviews run at once, then a summary\n")
+        run = orch.run_workflow(source, {"src": sample})
+        _print_run(run)
+        print("\n# 2. Metrics of every call so far\n")
+        with _wide():
+            cols = ["workflow", "step", "agent", "model", "latency_ms", "attempts", "cache_hit",
+                    "input_tokens", "output_tokens", "cost_usd"]
+            print(orch.metrics()[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"\n# 3. Speedup: {args.calls} independent calls, sequential vs concurrent vs cached\n")
+        calls = [("python-expert", f"Suggest improvement #{i} for:\n{sample}") for i in range(args.calls)]
+        modes = ("sequential", "concurrent", "cached") if orch.cache is not None else ("sequential", "concurrent")
+        report = compare_speedup(calls, modes=modes, repeats=1, orchestrator=orch)
+        print(repr(report))
+    return 0 if run.status == "succeeded" else 1
+
+
+class _wide:
+    """Let pandas print wide tables in a terminal without wrapping."""
+
+    def __enter__(self) -> None:
+        import pandas as pd
+
+        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 30)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
