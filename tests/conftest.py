@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from agentnb.backends import AnthropicBackend, Backend, SimulatedBackend, simulator_transport
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the real ~/.cache, ~/.config, or calls the real API."""
+    root: Path = tmp_path_factory.mktemp("userdirs")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "AGENTNB_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture

@@ -1,0 +1,428 @@
+"""The disk tier: one SQLite database in WAL mode, driven from a thread of its own.
+
+Threading: a SQLite connection may only be used on the thread that made it, so each tier owns
+a one-thread executor; the connection is opened, used and closed there. The event loop awaits
+`get`/`set` (never blocking on disk I/O), and user-facing commands from any thread (`clear`,
+`invalidate`, `counts`) queue behind them on the same thread and wait for their answer.
+
+The database (`responses.db` in the cache dir; tables in `schema`) keeps a `totals` row exact
+through triggers. Eviction runs when the bytes pass the bound: inside one write transaction it
+deletes expired rows through the expiry index, then the least recently used rows in batches,
+`DELETE ... WHERE rowid IN (SELECT rowid FROM entries ORDER BY accessed_at LIMIT n)`, which walks
+the `accessed_at` index from its start (no scan, no sort), until the bytes are under 90% of the
+bound. Reads do not write: the keys they (and memory-tier hits) touch are queued and their
+`accessed_at` written in one batch later.
+
+Two processes (two kernels) may share the directory: WAL lets readers and one writer work at once
+and `busy_timeout` makes writers wait their turn (opening also retries while another connection
+switches a fresh file to WAL, which SQLite refuses without waiting). A writer killed mid-transaction
+leaves nothing half-written (SQLite rolls the WAL back on the next open), and a row that still
+fails its HMAC or does not parse is deleted, counted and logged, never served. A file that is not
+a database at all is moved aside to `responses.db.corrupt-<time>` and a fresh one started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import CacheError
+from .base import LogOnce, StoredEntry
+from .integrity import Signer
+from .schema import (
+    DB_NAME,
+    DELETE_EXPIRED,
+    EVICT_LRU,
+    SCHEMA_VERSION,
+    SELECT,
+    TOTALS,
+    TOUCH,
+    UPSERT,
+    schema_statements,
+)
+
+__all__ = ["DB_NAME", "SQLiteTier"]
+
+logger = logging.getLogger("agentnb.cache")
+
+T = TypeVar("T")
+
+#: Queued LRU touches are written once this many have gathered (and before any eviction).
+TOUCH_BATCH = 128
+#: Expired rows are swept every this many writes even when the size bound is not reached.
+SWEEP_EVERY = 1024
+
+
+class _BadRow(Exception):
+    pass
+
+
+class SQLiteTier:
+    """Entries in one SQLite database; every SQL statement runs on the tier's own thread."""
+
+    name = "disk"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        signer: Signer,
+        max_bytes: int,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 5.0,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._signer = signer
+        self._clock = clock
+        self._busy_timeout_s = busy_timeout_s
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="agentnb-cache-sqlite"
+        )
+        self._conn: sqlite3.Connection | None = None
+        # deque.append/popleft are atomic: the loop thread queues, the tier thread drains.
+        self._touches: deque[tuple[float, str]] = deque(maxlen=16 * TOUCH_BATCH)
+        self._writes = 0
+        self._log = LogOnce(logger)
+        self._closed = False
+        self.evictions = 0
+        self.expirations = 0
+        self.integrity_failures = 0
+        self.errors = 0
+        self.oversize = 0
+        try:
+            self.call(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+
+    # -- thread plumbing ------------------------------------------------------------------
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the tier's thread and wait for it (any thread but that one)."""
+        return self._executor.submit(fn, *args).result()
+
+    async def _acall(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection (only usable on the tier's thread, e.g. inside `call`)."""
+        if self._conn is None:
+            raise CacheError(f"the cache database {self.path} is closed")
+        return self._conn
+
+    # -- async API for the event loop ---------------------------------------------------------
+    async def get(self, key: str) -> StoredEntry | None:
+        """The verified entry under `key`, or None (absent, expired, bad, or the DB failing)."""
+        if self._closed:
+            return None
+        try:
+            return await self._acall(self._guarded, self.read, None, key)
+        except RuntimeError:  # executor shut down by a concurrent close()
+            return None
+
+    async def set(self, key: str, *, agent: str, value: bytes, expires_at: float | None) -> None:
+        """Store `value` (payload JSON) under `key`; failures are logged and counted."""
+        if self._closed:
+            return
+        try:
+            await self._acall(self._guarded, self.write, None, key, agent, value, expires_at)
+        except RuntimeError:
+            return
+
+    def touch(self, key: str) -> None:
+        """Note that `key` was used (a memory-tier hit), for LRU order; cheap, any thread."""
+        self._touches.append((self._clock(), key))
+
+    async def aclose(self) -> None:
+        """Flush pending touches and close the connection and its thread."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._acall(self._close)
+        self._executor.shutdown(wait=True)
+
+    # -- user-facing commands (any thread) ----------------------------------------------------
+    def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+        return self._command(self._clear)
+
+    def invalidate(self, *, agent: str | None, key: str | None) -> int:
+        """Delete the entry `key` and/or every entry of `agent`; returns how many."""
+        return self._command(self._invalidate, agent, key)
+
+    def counts(self) -> tuple[int, int]:
+        """(entries, bytes) in the database, from the `totals` row (no scan)."""
+        if self._closed:
+            return (0, 0)
+        counts: tuple[int, int] = self.call(self._guarded, self._counts, (0, 0))
+        return counts
+
+    def close(self) -> None:
+        """Like `aclose`, blocking the calling thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self.call(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _command(self, fn: Callable[..., int], *args: Any) -> int:
+        if self._closed:
+            return 0
+        try:
+            return self.call(fn, *args)
+        except sqlite3.Error as exc:
+            raise CacheError(f"response cache {self.path}: {exc}") from exc
+
+    # -- on the tier's thread -------------------------------------------------------------------
+    def _guarded(self, fn: Callable[..., T], default: T, *args: Any) -> T:
+        """Run `fn`; a database failure becomes `default`, one warning and a count."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            self.errors += 1
+            self._log.warning(
+                f"sqlite:{type(exc).__name__}:{exc}",
+                "response cache %s: %s (%s); carrying on without it for this call",
+                self.path,
+                exc,
+                type(exc).__name__,
+            )
+            conn = self._conn
+            if conn is not None and conn.in_transaction:
+                conn.rollback()
+            return default
+
+    def _open(self) -> None:
+        try:
+            self._conn = self._connect_patiently()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) or not self.path.is_file():
+                raise CacheError(f"cannot open the cache database {self.path}: {exc}") from None
+            # Not a database (overwritten, truncated header): keep it for inspection, start anew.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            logger.warning(
+                "response cache %s is not a usable SQLite database (%s); moved it to %s "
+                "and started a new one",
+                self.path,
+                exc,
+                aside,
+            )
+            self.path.replace(aside)
+            for suffix in ("-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            try:
+                self._conn = self._connect_patiently()
+            except sqlite3.Error as exc2:
+                raise CacheError(f"cannot open the cache database {self.path}: {exc2}") from None
+
+    def _connect_patiently(self) -> sqlite3.Connection:
+        # Switching a new database to WAL takes an exclusive lock and does not wait for one:
+        # when two kernels open a fresh cache dir at the same moment, one of them gets "locked"
+        # straight away. Try again for as long as the busy timeout would have waited.
+        deadline = time.monotonic() + self._busy_timeout_s
+        pause = 0.005
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning(
+                    "response cache %s could not use WAL mode (got %r); two kernels sharing "
+                    "it will wait on each other",
+                    self.path,
+                    mode,
+                )
+            # In WAL mode NORMAL loses nothing on a process crash (only on power loss).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with _transaction(conn):
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise CacheError(
+                        f"the cache database {self.path} was written by a newer agentnb "
+                        f"(schema {version}); use another cache_dir or upgrade"
+                    )
+                for statement in schema_statements():
+                    conn.execute(statement)
+                self._ensure_totals(conn)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._sweep(conn)  # expired rows, and a bound lowered since the last run
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def read(self, key: str) -> StoredEntry | None:
+        """The verified entry under `key` (call on the tier's thread; the tier's own get)."""
+        conn = self.connection
+        rows = conn.execute(SELECT, (key,)).fetchall()
+        if not rows:
+            return None
+        value, mac, agent, expires_at = rows[0]
+        now = self._clock()
+        try:
+            if expires_at is not None and float(expires_at) <= now:
+                conn.execute("DELETE FROM entries WHERE key = ? AND mac IS ?", (key, mac))
+                self.expirations += 1
+                return None
+            if not self._signer.verify(key, value, mac):
+                raise _BadRow("its HMAC does not match (tampered, truncated or another secret)")
+            payload = json.loads(value)
+            if not isinstance(payload, dict) or not isinstance(agent, str):
+                raise _BadRow("it does not parse as a cache entry")
+        except (_BadRow, ValueError, TypeError) as exc:
+            reason = str(exc) if isinstance(exc, _BadRow) else "it does not parse"
+            conn.execute("DELETE FROM entries WHERE key = ? AND mac IS ?", (key, mac))
+            self.integrity_failures += 1
+            self._log.warning(
+                "integrity",
+                "response cache %s: dropped entry %s… because %s; further failures are "
+                "counted in stats()['integrity_failures']",
+                self.path,
+                key[:12],
+                reason,
+            )
+            return None
+        self._touches.append((now, key))
+        if len(self._touches) >= TOUCH_BATCH:
+            self._flush_touches(conn)
+        return StoredEntry(
+            payload, agent, len(value), None if expires_at is None else float(expires_at)
+        )
+
+    def write(self, key: str, agent: str, value: bytes, expires_at: float | None) -> None:
+        """Store an entry, keep the size bound (on the tier's thread; the tier's own set).
+
+        The row and any eviction it calls for commit together, so the bound holds at every
+        commit, even for a writer killed right after this one.
+        """
+        conn = self.connection
+        size = len(value)
+        if size > self.max_bytes:
+            self.oversize += 1
+            return
+        now = self._clock()
+        mac = self._signer.sign(key, value)
+        with _transaction(conn):
+            conn.execute(UPSERT, (key, agent, value, mac, size, now, now, expires_at))
+            self._writes += 1
+            _, total = self._ensure_totals(conn)
+            if total > self.max_bytes or self._writes % SWEEP_EVERY == 0:
+                self._evict(conn)
+            elif len(self._touches) >= TOUCH_BATCH:
+                self._apply_touches(conn)
+
+    def _flush_touches(self, conn: sqlite3.Connection) -> None:
+        if self._touches:
+            with _transaction(conn):
+                self._apply_touches(conn)
+
+    def _apply_touches(self, conn: sqlite3.Connection) -> None:
+        batch: dict[str, float] = {}
+        while self._touches:
+            at, key = self._touches.popleft()
+            batch[key] = at
+        conn.executemany(TOUCH, ((at, key, at) for key, at in batch.items()))
+
+    def _sweep(self, conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            self._evict(conn)
+
+    def _evict(self, conn: sqlite3.Connection) -> None:
+        """Delete expired rows, then (if over the bound) LRU rows down to 90% of it.
+
+        Runs inside the caller's write transaction; pending touches are applied first so the
+        least recently used really go first.
+        """
+        self._apply_touches(conn)
+        self.expirations += conn.execute(DELETE_EXPIRED, (self._clock(),)).rowcount
+        entries, total = self._ensure_totals(conn)
+        if total <= self.max_bytes:
+            return
+        target = int(self.max_bytes * 0.9)
+        while total > target and entries > 0:
+            per_row = max(1, total // entries)
+            batch = min(1000, max(1, math.ceil((total - target) / per_row)))
+            removed = conn.execute(EVICT_LRU, (batch,)).rowcount
+            if removed <= 0:
+                break
+            self.evictions += removed
+            entries, total = self._ensure_totals(conn)
+
+    @staticmethod
+    def _ensure_totals(conn: sqlite3.Connection) -> tuple[int, int]:
+        row = conn.execute(TOTALS).fetchone()
+        if row is None:  # someone deleted it: rebuild once, O(n)
+            conn.execute(
+                "INSERT OR REPLACE INTO totals SELECT 0, count(*), coalesce(sum(size), 0) "
+                "FROM entries"
+            )
+            row = conn.execute(TOTALS).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _counts(self) -> tuple[int, int]:
+        return self._ensure_totals(self.connection)
+
+    def _clear(self) -> int:
+        conn = self.connection
+        self._touches.clear()
+        return int(conn.execute("DELETE FROM entries").rowcount)
+
+    def _invalidate(self, agent: str | None, key: str | None) -> int:
+        conn = self.connection
+        if key is not None and agent is not None:
+            cur = conn.execute("DELETE FROM entries WHERE key = ? AND agent = ?", (key, agent))
+        elif key is not None:
+            cur = conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+        else:
+            cur = conn.execute("DELETE FROM entries WHERE agent = ?", (agent,))
+        return int(cur.rowcount)
+
+    def _close(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            self._guarded(self._flush_touches, None, conn)
+        finally:
+            conn.close()
+            self._conn = None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: the lock is taken up front, so it waits (busy_timeout) instead of
+    failing to upgrade a read later."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
