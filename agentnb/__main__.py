@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print the benchmark figures as Markdown tables")
     b.add_argument("--quick", action="store_true", help="a smaller suite, under a minute")
-    b.add_argument("--out", type=Path, help="also write results.json (and plots) into this directory")
+    b.add_argument("--out", type=Path, help="also write results.json and PNGs into this directory")
+    b.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and latencies: checks that the suite runs (the figures mean nothing)",
+    )
 
     sub.add_parser("config", help="show the effective settings (the API key is never shown)")
     return p
@@ -195,16 +200,20 @@ def _print_run(run: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench_suite import run_suite, to_markdown
+    from .bench_suite import goals_table, run_suite, to_markdown, write_outputs
 
-    sections = run_suite(quick=args.quick)
-    for title, note, rows in sections:
-        print(f"\n### {title}\n\n{note}\n\n{to_markdown(rows)}")
+    def progress(title: str) -> None:
+        print(f"agentnb bench: {title} ...", file=sys.stderr, flush=True)
+
+    sections = run_suite(quick=args.quick, smoke=args.smoke, progress=progress)
+    for s in sections:
+        print(f"\n### {s.title}\n\n{s.note}\n\n{to_markdown(s.rows)}")
+    goals = goals_table(sections)
+    missed = sum(1 for g in goals if g["met"] is False)
+    print(f"\n### Goals: {len(goals) - missed} of {len(goals)} met\n\n{to_markdown(goals)}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        payload = [{"title": t, "note": n, "rows": r} for t, n, r in sections]
-        (args.out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-        print(f"\nwrote {args.out / 'results.json'}")
+        for path in write_outputs(sections, args.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -4,7 +4,8 @@
 returns a `SpeedupReport` with a DataFrame `.table` and a `.plot()`. "sequential" awaits one
 call after another on that same orchestrator, "concurrent" hands them all to
 `execute_multiple`, and "cached" replays them after a warm-up run and checks that every answer
-came from the cache (none reached the backend).
+came from the cache (none reached the backend). `backend_calls` in the table is what the backend
+itself counted when it keeps a count (the simulator does), else the attempts in the records.
 
 Example:
     >>> report = compare_speedup([("writer", f"Idea {i}") for i in range(5)])   # doctest: +SKIP
@@ -109,15 +110,22 @@ def compare_speedup(
                 aio._home.run_sync(_sequential(aio, fresh))
             else:
                 aio._home.run_sync(
-                    aio.execute_multiple(fresh if mode == "concurrent" else cached, max_concurrency=limit)
+                    aio.execute_multiple(
+                        fresh if mode == "concurrent" else cached, max_concurrency=limit
+                    )
                 )
             walls.append(time.perf_counter() - t0)
             records = aio.tracker.records[before:]
             hits += sum(r.cache_hit for r in records)
-            backend_calls += sum(r.attempts for r in records if not r.cache_hit)
+            seen = _backend_calls(aio)  # what the backend saw, where it counts (the simulator)
+            backend_calls += (
+                seen if seen is not None else sum(r.attempts for r in records if not r.cache_hit)
+            )
             peak = max(peak, _peak(aio))
         if mode == "cached" and hits != len(batch) * repeats:
-            raise AgentnbError(f"cached mode: only {hits} of {len(batch) * repeats} calls were hits")
+            raise AgentnbError(
+                f"cached mode: only {hits} of {len(batch) * repeats} calls were hits"
+            )
         rows.append(
             {
                 "mode": mode,
@@ -136,14 +144,20 @@ def compare_speedup(
     base = table.loc[table["mode"] == "sequential", "wall_s_mean"]
     reference = float(base.iloc[0]) if len(base) else math.nan
     table.insert(4, "speedup", reference / table["wall_s_mean"])
-    return SpeedupReport(table=table, calls=len(batch), max_concurrency=limit, backend=aio.backend.label)
+    return SpeedupReport(
+        table=table, calls=len(batch), max_concurrency=limit, backend=aio.backend.label
+    )
 
 
 async def _sequential(aio: AsyncAgentOrchestrator, calls: list[AgentCall]) -> None:
     for c in calls:
         await aio.execute_agent(
-            c.agent, c.task, model=c.model, max_tokens=c.max_tokens,
-            temperature=c.temperature, use_cache=c.use_cache,
+            c.agent,
+            c.task,
+            model=c.model,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            use_cache=c.use_cache,
         )
 
 
@@ -160,6 +174,16 @@ def _reset_peak(aio: AsyncAgentOrchestrator) -> None:
     reset = getattr(aio.backend, "reset_log", None)
     if callable(reset):
         reset()
+
+
+def _backend_calls(aio: AsyncAgentOrchestrator) -> int | None:
+    """Calls the backend received since `_reset_peak`, if it keeps count."""
+    count = getattr(aio.backend, "call_count", None)
+    return (
+        count
+        if isinstance(count, int) and callable(getattr(aio.backend, "reset_log", None))
+        else None
+    )
 
 
 def _peak(aio: AsyncAgentOrchestrator) -> int:

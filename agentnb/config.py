@@ -121,6 +121,8 @@ class Config:
     cache_disk_bytes: int = 1024 * 1024 * 1024
     cache_exclude: list[str] = field(default_factory=list)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # -- metrics ----------------------------------------------------------------------------
+    metrics_path: Path | None = None  # a JSONL file the call records are appended to
     # -- kept apart from the rest: never shown --------------------------------------------
     api_key: Secret | None = field(default=None, repr=False, compare=False)
 

@@ -145,7 +145,7 @@ class AsyncAgentOrchestrator:
         self._cache = cache
         self._cache_made = cache is not None
         self.prices = price_table if price_table is not None else prices
-        self.tracker = PerformanceTracker()
+        self.tracker = PerformanceTracker(path=self.config.metrics_path)
         self._home: HomeLoop = get_home_loop()
         self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
         self._rng = random.Random()

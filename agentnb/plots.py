@@ -1,5 +1,10 @@
 """matplotlib figures of agentnb results; each takes `ax=None` and returns the Axes it drew on.
 
+- `plot_timeline`: a workflow run as a Gantt chart;
+- `plot_speedup`: a `SpeedupReport.table` as bars with the ideal marked;
+- `plot_latency`, `plot_cost`: the call metrics (`orch.metrics()` or a `PerformanceTracker`)
+  per agent, model or workflow.
+
 matplotlib is imported only when a plot is drawn, so importing agentnb stays fast.
 
 Example:
@@ -16,9 +21,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
+    from .metrics import PerformanceTracker
     from .workflow import WorkflowRun
 
-__all__ = ["STATUS_COLOURS", "plot_speedup", "plot_timeline"]
+__all__ = ["STATUS_COLOURS", "plot_cost", "plot_latency", "plot_speedup", "plot_timeline"]
 
 #: Bar colour of each step status.
 STATUS_COLOURS: dict[str, str] = {
@@ -86,7 +92,7 @@ def plot_timeline(run_or_frame: WorkflowRun | pd.DataFrame, ax: Axes | None = No
         ax.set_title(f"workflow {title}")
     ax.legend(
         handles=[Patch(color=STATUS_COLOURS.get(s, "#808080"), label=s) for s in seen],
-        loc="lower right",
+        loc="best",
         fontsize=8,
     )
     ax.grid(axis="x", alpha=0.3)
@@ -132,11 +138,152 @@ def plot_speedup(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     )
     for xi, ideal in zip(x, table["ideal_speedup"], strict=True):
         if not math.isnan(float(ideal)):
-            ax.hlines(float(ideal), xi - 0.4, xi + 0.4, colors="black", linestyles="--", linewidth=1)
+            ax.hlines(
+                float(ideal),
+                xi - 0.4,
+                xi + 0.4,
+                colors="black",
+                linestyles="--",
+                linewidth=1,
+                gid="ideal",
+            )
     for xi, s in zip(x, speedup, strict=True):
         ax.text(xi, s, f"{s:,.1f}x", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, modes)
     ax.set_ylabel("speedup vs sequential")
     ax.set_yscale("log" if max(speedup, default=1) > 50 else "linear")
     ax.set_title("Speedup (dashed: ideal)")
+    return ax
+
+
+def _metrics_frame(metrics: pd.DataFrame | PerformanceTracker) -> pd.DataFrame:
+    to_dataframe = getattr(metrics, "to_dataframe", None)
+    frame: pd.DataFrame = to_dataframe() if callable(to_dataframe) else metrics
+    return frame
+
+
+def _labels(frame: pd.DataFrame, by: str) -> list[str]:
+    return ["(none)" if _missing(v) else str(v) for v in frame[by]]
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def plot_latency(
+    metrics: pd.DataFrame | PerformanceTracker,
+    ax: Axes | None = None,
+    *,
+    by: str = "agent",
+    include_cache_hits: bool = False,
+) -> Axes:
+    """Latency distribution per agent (or `by` another metrics column): one box each.
+
+    Boxes span the quartiles, the line inside is the median, whiskers reach the 5th and 95th
+    percentiles (the `p95_latency_ms` of `summary()`), dots are the calls beyond them. Cache
+    hits are left out unless `include_cache_hits` (they answer in microseconds and would flatten
+    the boxes); the y labels give each group's number of calls.
+
+    Example:
+        >>> plot_latency(orch.metrics())   # doctest: +SKIP
+    """
+    frame = _metrics_frame(metrics)
+    if not include_cache_hits:
+        frame = frame[~frame["cache_hit"].astype(bool)]
+    groups: dict[str, list[float]] = {}
+    for label, value in zip(_labels(frame, by), frame["latency_ms"], strict=True):
+        groups.setdefault(label, []).append(float(value))
+    names = sorted(groups)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(7, max(1.8, 0.5 * len(names) + 1.2)))
+    if names:
+        import matplotlib
+
+        # `vert` gave way to `orientation` in matplotlib 3.10 (and warns from 3.11).
+        horizontal: dict[str, Any] = (
+            {"orientation": "horizontal"}
+            if matplotlib.__version_info__ >= (3, 10)
+            else {"vert": False}
+        )
+        parts = ax.boxplot(
+            [groups[n] for n in names],
+            **horizontal,
+            whis=(5, 95),
+            widths=0.6,
+            patch_artist=True,
+            medianprops={"color": "black"},
+        )
+        for box in parts["boxes"]:
+            box.set_facecolor("#9cc3e6")
+        for line in parts["medians"]:
+            line.set_gid("median")
+        ax.set_yticks(range(1, len(names) + 1), [f"{n} ({len(groups[n])})" for n in names])
+        ax.set_ylim(len(names) + 0.5, 0.5)  # first name at the top
+    else:
+        ax.text(0.5, 0.5, "no calls", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("latency (ms)")
+    ax.set_title(f"Latency per {by}" + ("" if include_cache_hits else " (cache hits left out)"))
+    ax.grid(axis="x", alpha=0.3)
+    return ax
+
+
+def plot_cost(
+    metrics: pd.DataFrame | PerformanceTracker, ax: Axes | None = None, *, by: str = "agent"
+) -> Axes:
+    """USD spent per agent (or `by` another column), with what the cache saved stacked on top.
+
+    Solid bars are the known cost (`cost_usd`; a call without a price counts nothing and the
+    label says how many there were); hatched bars on top are `cost_saved_usd` of cache hits.
+    Each bar is labelled with the amount spent.
+
+    Example:
+        >>> plot_cost(orch.tracker, by="model")   # doctest: +SKIP
+    """
+    frame = _metrics_frame(metrics)
+    spent: dict[str, float] = {}
+    saved: dict[str, float] = {}
+    unknown: dict[str, int] = {}
+    for label, cost, save in zip(
+        _labels(frame, by), frame["cost_usd"], frame["cost_saved_usd"], strict=True
+    ):
+        cost, save = float(cost), float(save)
+        spent[label] = spent.get(label, 0.0) + (0.0 if math.isnan(cost) else cost)
+        saved[label] = saved.get(label, 0.0) + (0.0 if math.isnan(save) else save)
+        unknown[label] = unknown.get(label, 0) + math.isnan(cost)
+    names = sorted(spent)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 2), 3.5))
+    x = list(range(len(names)))
+    paid = [spent[n] for n in names]
+    ax.bar(x, paid, color="#4c9a4c", edgecolor="#333333", linewidth=0.5, label="spent")
+    ax.bar(
+        x,
+        [saved[n] for n in names],
+        bottom=paid,
+        color="#dfeedd",
+        edgecolor="#333333",
+        linewidth=0.5,
+        hatch="//",
+        label="saved by the cache",
+    )
+    for xi, n in zip(x, names, strict=True):
+        note = f"\n{unknown[n]} unpriced" if unknown[n] else ""
+        ax.text(
+            xi, spent[n] + saved[n], f"${spent[n]:,.4f}{note}", ha="center", va="bottom", fontsize=8
+        )
+    top = max((spent[n] + saved[n] for n in names), default=0.0)
+    if top > 0:  # room for the labels; margins() cannot: stacked bars pin the top edge
+        ax.set_ylim(0, top * 1.15)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("USD")
+    ax.set_title(f"Cost per {by}")
+    if names:
+        ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     return ax
