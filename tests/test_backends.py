@@ -241,6 +241,7 @@ async def test_transport_answers_with_the_api_json_shape(http: httpx2.AsyncClien
     system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
     body = {
         **BODY,
+        "max_tokens": 1024,  # room for the whole answer, so stop_reason is end_turn
         "system": system,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
     }

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import hashlib
 import math
-import random
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -103,7 +102,6 @@ class _Plan:
     """Everything about an answer that depends only on the request (cached per request)."""
 
     text: str
-    chunks: tuple[str, ...]
     stop_reason: str
     digest: int
     jitter_u: float
@@ -124,13 +122,22 @@ class SimulatedCall:
     record: CallRecord
     response: BackendResponse
     delay: float
-    chunks: tuple[str, ...]
+
+    @property
+    def chunks(self) -> tuple[str, ...]:
+        # Made on demand: only streamed calls need them.
+        return _split(self.response.text)
 
     async def wait(self) -> BackendResponse:
-        """Sleep for the call's latency, then return the response."""
-        if self.delay > 0:
+        """Sleep until the call's latency has passed since it started, then return the response.
+
+        Measured from the start (not from now), so the simulator's own work composing the answer
+        is not added to the latency it models: a server composes its answer in parallel.
+        """
+        remaining = self.record.started + self.delay - self._backend._clock()
+        if remaining > 0:
             try:
-                await asyncio.sleep(self.delay)
+                await asyncio.sleep(remaining)
             except BaseException:
                 self._backend._finish(self.record, "cancelled")
                 raise
@@ -296,7 +303,7 @@ class SimulatedBackend(Backend):
         response = BackendResponse(
             plan.text, request.model, plan.stop_reason, usage, self.kind, request_id
         )
-        return SimulatedCall(self, record, response, delay, plan.chunks)
+        return SimulatedCall(self, record, response, delay)
 
     def _finish(self, record: CallRecord, error: str | None) -> None:
         if record.ended is not None:
@@ -443,8 +450,7 @@ def _plan(seed: int, request: BackendRequest) -> _Plan:
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     digest = int.from_bytes(h.digest(), "big")
-    rng = random.Random(digest)
-    text = _compose(request, rng)
+    text = _compose(request, digest)
     stop_reason = "end_turn"
     budget = request.max_tokens * 4
     if len(text) > budget:  # the note always stays: every answer must say it is simulated
@@ -453,10 +459,9 @@ def _plan(seed: int, request: BackendRequest) -> _Plan:
     msg_chars = len(request.task) + sum(len(m.content) for m in request.history)
     return _Plan(
         text=text,
-        chunks=_split(text),
         stop_reason=stop_reason,
         digest=digest,
-        jitter_u=rng.random(),
+        jitter_u=((digest >> 64) & 0xFFFFFFFF) / 2**32,
         input_tokens=max(1, math.ceil((len(request.system) + msg_chars) / 4)),
         system_tokens=math.ceil(len(request.system) / 4),
         message_tokens=max(1, math.ceil(msg_chars / 4)),
@@ -464,7 +469,9 @@ def _plan(seed: int, request: BackendRequest) -> _Plan:
     )
 
 
-def _compose(request: BackendRequest, rng: random.Random) -> str:
+def _compose(request: BackendRequest, digest: int) -> str:
+    # Every choice below comes from bits of the request's digest: deterministic, and cheaper than
+    # seeding a random.Random per call (this runs once per simulated call).
     probe = f"{request.agent} {request.system[:400]}".lower()
     flavor = "general"
     if any(k in probe for k in ("review", "critic", "audit")):
@@ -479,15 +486,19 @@ def _compose(request: BackendRequest, rng: random.Random) -> str:
         "writer": f"Draft: {topic}",
         "general": f"Proposed approach: {topic}" if is_code else f"Notes on {topic}",
     }[flavor]
-    pool = _BULLETS[flavor]
-    templates = rng.sample(pool, k=min(len(pool), rng.randint(3, 5)))
+    pool = list(_BULLETS[flavor])
+    count, bits = 3 + digest % 3, digest // 3
+    templates = []
+    for _ in range(min(len(pool), count)):
+        templates.append(pool.pop(bits % len(pool)))
+        bits //= 8
     bullets = [t.format(w=words[i % len(words)]) for i, t in enumerate(templates)]
     lines = [SIMULATED_NOTE, "", f"## {heading}", "", *(f"- {b}" for b in bullets)]
     if is_code:
         name = re.sub(r"\W", "_", words[0]).lower().strip("_") or "value"
         lines += ["", "```python", _CODE.format(name=name).strip(), "```"]
     who = request.agent or "assistant"
-    lines += ["", f"_{who} on {request.model} (simulated answer #{rng.getrandbits(24):06x})._"]
+    lines += ["", f"_{who} on {request.model} (simulated answer #{(digest >> 96) & 0xFFFFFF:06x})._"]
     return "\n".join(lines)
 
 
