@@ -87,6 +87,12 @@ class AgentResult:
     def _repr_markdown_(self) -> str:
         return f"{self.text}\n\n---\n<sub>{html.escape(self.footer())}</sub>"
 
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        # The Markdown, plus the provenance as display metadata (IPython adds text/plain).
+        return {"text/markdown": self._repr_markdown_()}, {"agentnb": self.metadata()}
+
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(self.text if cycle else f"{self.text}\n-- {self.footer()}")
 

@@ -1,0 +1,380 @@
+"""What the magics show while they work: streamed answers, live workflow progress, plans, plots.
+
+In a kernel (a frontend is attached) the live outputs are display_data outputs updated in place
+(`display(..., display_id=True)` then `update_display_data` messages), at most ten times a
+second, and cleared at the end, when the cell's value (the `AgentResult` or `WorkflowRun`) shows
+the final state. In a terminal shell updates cannot be made in place, so a stream is printed as
+it comes and a workflow prints one line per finished step.
+
+Example:
+    >>> progress = WorkflowProgress(workflow, live=True)          # doctest: +SKIP
+    >>> run = orch.run_workflow(workflow, progress=progress.on_event)   # doctest: +SKIP
+    >>> progress.finish()                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from IPython.display import display
+
+from ..workflow import StepEvent, StepResult, StepStatus, Workflow, WorkflowRun
+from ..workflow.template import render
+
+if TYPE_CHECKING:
+    from ..orchestrator import AgentStream
+    from ..result import AgentResult
+
+__all__ = [
+    "WorkflowPlan",
+    "WorkflowProgress",
+    "settings_frame",
+    "show_figure",
+    "stream_answer",
+]
+
+#: Shortest time between two in-place updates of a live output, in seconds.
+UPDATE_INTERVAL_S = 0.1
+#: While steps run, their elapsed time is refreshed this often, in seconds.
+TICK_S = 1.0
+FINAL_STATUSES = ("succeeded", "cached", "failed", "skipped")
+_COLOURS = {
+    "waiting": "#777777",
+    "running": "#b8860b",
+    "succeeded": "#2a7a2a",
+    "cached": "#1f5fa8",
+    "failed": "#b22222",
+    "skipped": "#777777",
+}
+
+
+class _Output:
+    """One display_data output that is updated in place (IPython's DisplayHandle, typed)."""
+
+    def __init__(self, bundle: dict[str, str], metadata: dict[str, Any] | None = None) -> None:
+        self._handle: Any = _display(bundle, raw=True, display_id=True, metadata=metadata)
+
+    def update(self, bundle: dict[str, str]) -> None:
+        self._handle.update(bundle, raw=True)
+
+
+_display: Callable[..., Any] = display  # IPython's display() has no annotations
+
+
+# -- one streamed answer -------------------------------------------------------------------------
+def stream_answer(stream: AgentStream, *, live: bool) -> AgentResult:
+    """Show `stream` as it arrives and return its result.
+
+    `live`: update one text output in place (a kernel), then clear it for the rendered result;
+    otherwise print the chunks to stdout. Text that arrived before an error or an interrupt
+    stays visible.
+    """
+    if not live:
+        for chunk in stream:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        handle: _Output | None = None  # made with the first text, so an early error shows alone
+        parts: list[str] = []
+        last = 0.0
+        try:
+            for chunk in stream:
+                parts.append(chunk)
+                now = time.monotonic()
+                if handle is None:
+                    handle = _Output({"text/plain": "".join(parts)})
+                    last = now
+                elif now - last >= UPDATE_INTERVAL_S:
+                    handle.update({"text/plain": "".join(parts)})
+                    last = now
+        except BaseException:
+            if handle is not None:
+                handle.update({"text/plain": "".join(parts)})
+            raise
+        if handle is not None:
+            handle.update({"text/plain": ""})  # the cell's value shows the answer
+    assert stream.result is not None  # the stream ended with "done"
+    return stream.result
+
+
+# -- live workflow progress ----------------------------------------------------------------------
+class WorkflowProgress:
+    """Follows a workflow run through its `StepEvent`s and shows one row per step.
+
+    `on_event` is the `progress=` callback of `run_workflow`; it is called on agentnb's loop
+    thread, so rendering is throttled and guarded by a lock. `finish()` (after a normal end)
+    clears the live output; `stop()` (after an interrupt or error) leaves the last state shown.
+    `partial_run()` builds a `WorkflowRun` of what had happened so far.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        live: bool,
+        quiet: bool = False,
+    ) -> None:
+        self.workflow = workflow
+        self.variables = dict(variables or {})
+        self.live = live and not quiet
+        self.quiet = quiet
+        self.started_at = datetime.now(UTC)
+        self._t0 = time.perf_counter()  # corrected to the scheduler's own start by its events
+        self._events: dict[str, StepEvent] = {}
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._last = time.monotonic()  # the first render shows the initial state
+        self._timer: asyncio.TimerHandle | None = None
+        self._width = max(len(s.id) for s in workflow.steps)
+        self._handle = (
+            _Output(self._bundle(), {"agentnb": {"workflow": workflow.name, "live": True}})
+            if self.live
+            else None
+        )
+
+    # -- events (agentnb's loop thread) -------------------------------------------------------
+    def on_event(self, event: StepEvent) -> None:
+        with self._lock:
+            if not self._events:
+                self._t0 = time.perf_counter() - event.at
+            self._events[event.step_id] = event
+            if event.status == "running":
+                self._started[event.step_id] = event.at
+            if self._closed or self.quiet:
+                return
+            line = None if self.live else self._line(event.step_id)
+        if self.live:
+            self._schedule()
+        elif event.status in FINAL_STATUSES:
+            print(line, flush=True)
+
+    def _schedule(self) -> None:
+        wait = self._last + UPDATE_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._render()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._render()
+
+    def _render(self) -> None:
+        with self._lock:
+            if self._closed or self._handle is None:
+                return
+            self._handle.update(self._bundle())
+            self._last = time.monotonic()
+            running = any(e.status == "running" for e in self._events.values())
+        if running and self._timer is None:  # keep the elapsed times of running steps moving
+            self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+
+    # -- the end (the cell's thread) ----------------------------------------------------------
+    def finish(self) -> None:
+        """The run ended normally: clear the live output (the cell's value shows the run)."""
+        with self._lock:
+            self._closed = True
+            if self._handle is not None:
+                self._handle.update({"text/plain": ""})
+
+    def stop(self, note: str) -> None:
+        """The run was interrupted or failed: show its last state with `note`, stop updating."""
+        with self._lock:
+            self._closed = True
+            if self._handle is not None:
+                self._handle.update(self._bundle(note))
+
+    # -- rendering ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def _row(self, step_id: str) -> tuple[str, str, float | None, str]:
+        step = self.workflow.step(step_id)
+        event = self._events.get(step_id)
+        status = event.status if event is not None else "waiting"
+        start = self._started.get(step_id)
+        elapsed: float | None = None
+        if status == "running" and start is not None:
+            elapsed = max(0.0, self._now() - start)
+        elif event is not None and status in FINAL_STATUSES:
+            elapsed = max(0.0, event.at - start) if start is not None else 0.0
+        detail = ""
+        if event is not None and event.error is not None:
+            detail = f"{type(event.error).__name__}: {event.error}"
+        elif event is not None and event.reason:
+            detail = event.reason
+        return step.agent, status, elapsed, detail
+
+    def _line(self, step_id: str) -> str:
+        _, status, elapsed, detail = self._row(step_id)
+        seconds = f"{elapsed:6.2f} s" if elapsed is not None else " " * 8
+        return f"  {step_id:<{self._width}}  {status:<9} {seconds}  {detail}".rstrip()
+
+    def _headline(self) -> str:
+        done = sum(1 for e in self._events.values() if e.status in FINAL_STATUSES)
+        return (
+            f"workflow {self.workflow.name!r}: {done}/{len(self.workflow.steps)} steps finished, "
+            f"{self._now():.1f} s"
+        )
+
+    def _bundle(self, note: str = "") -> dict[str, str]:
+        head = self._headline() + (f" - {note}" if note else "")
+        text = "\n".join([head, *(self._line(s.id) for s in self.workflow.steps)])
+        esc = html.escape
+        rows = []
+        for step in self.workflow.steps:
+            agent, status, elapsed, detail = self._row(step.id)
+            seconds = f"{elapsed:.2f} s" if elapsed is not None else ""
+            rows.append(
+                f"<tr><td><code>{esc(step.id)}</code></td><td>{esc(agent)}</td>"
+                f"<td style='color:{_COLOURS.get(status, '#000')}'>{esc(status)}</td>"
+                f"<td style='text-align:right'>{seconds}</td><td>{esc(detail)}</td></tr>"
+            )
+        table = (
+            f"<div><p>{esc(head)}</p><table><thead><tr><th>step</th><th>agent</th>"
+            f"<th>status</th><th>elapsed</th><th>detail</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
+        return {"text/plain": text, "text/html": table}
+
+    # -- what had happened --------------------------------------------------------------------
+    def partial_run(self) -> WorkflowRun:
+        """A `WorkflowRun` of the steps finished so far; the others are `skipped` (interrupted).
+
+        Finished steps carry the task they ran (placeholders filled as the scheduler does), so
+        the partial run works as `resume=` for the next run.
+        """
+        with self._lock:
+            events = dict(self._events)
+            started = dict(self._started)
+            now = self._now()
+        values = dict(self.workflow.inputs)
+        values.update({k: str(v) for k, v in self.variables.items()})
+        values.update({k: e.result.text for k, e in events.items() if e.result is not None})
+        steps: dict[str, StepResult] = {}
+        for step in self.workflow.steps:
+            event = events.get(step.id)
+            start = started.get(step.id)
+            status: StepStatus = "skipped"
+            reason: str | None = "interrupted before it finished"
+            end, result, error = now, None, None
+            if event is not None and event.status in FINAL_STATUSES:
+                status, reason, end = event.status, event.reason, event.at
+                result, error = event.result, event.error
+            task = None
+            if status in ("succeeded", "cached", "failed"):
+                try:
+                    task = render(step.task, {n: values[n] for n in step.placeholders})
+                except KeyError:  # pragma: no cover - a finished step had all its inputs
+                    task = None
+            attempts = result.attempts if result is not None else 0
+            if error is not None:
+                attempts = int(getattr(error, "attempts", 1))
+            steps[step.id] = StepResult(
+                step_id=step.id,
+                agent=step.agent,
+                status=status,
+                result=result,
+                error=error,
+                task=task,
+                reason=reason,
+                started_s=start,
+                ended_s=end if start is not None else None,
+                started_at=self._at(start),
+                ended_at=self._at(end) if start is not None else None,
+                attempts=attempts,
+            )
+        return WorkflowRun(
+            workflow=self.workflow, steps=steps, started_at=self.started_at, wall_s=now
+        )
+
+    def _at(self, seconds: float | None) -> datetime | None:
+        return None if seconds is None else self.started_at + timedelta(seconds=seconds)
+
+
+# -- --dry-run -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """What `%%workflow --dry-run` shows: the checked workflow's stages and dependencies."""
+
+    workflow: Workflow
+
+    def _rows(self) -> list[tuple[int, str, str, str, str]]:
+        wf = self.workflow
+        rows = []
+        for stage, ids in enumerate(wf.order(), 1):
+            for step_id in ids:
+                step = wf.step(step_id)
+                rows.append(
+                    (
+                        stage,
+                        step_id,
+                        step.agent,
+                        ", ".join(step.dependencies),
+                        ", ".join(wf.free_names(step_id)),
+                    )
+                )
+        return rows
+
+    def _headline(self) -> str:
+        wf = self.workflow
+        stages = len(wf.order())
+        return (
+            f"workflow {wf.name!r} is valid: {len(wf.steps)} steps in {stages} "
+            f"stage{'s' if stages != 1 else ''}; nothing was run (--dry-run)"
+        )
+
+    def __repr__(self) -> str:
+        lines = [self._headline()]
+        for stage, ids in enumerate(self.workflow.order(), 1):
+            parts = []
+            for step_id in ids:
+                step = self.workflow.step(step_id)
+                after = f" <- {', '.join(step.dependencies)}" if step.dependencies else ""
+                parts.append(f"{step_id} ({step.agent}){after}")
+            lines.append(f"  stage {stage}: " + "; ".join(parts))
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        body = "".join(
+            f"<tr><td>{stage}</td><td><code>{esc(step)}</code></td><td>{esc(agent)}</td>"
+            f"<td>{esc(deps)}</td><td>{esc(names)}</td></tr>"
+            for stage, step, agent, deps, names in self._rows()
+        )
+        return (
+            f"<div><p>{esc(self._headline())}</p><table><thead><tr><th>stage</th><th>step</th>"
+            f"<th>agent</th><th>after</th><th>uses</th></tr></thead><tbody>{body}</tbody>"
+            f"</table></div>"
+        )
+
+
+# -- helpers for %agentnb -----------------------------------------------------------------------
+def show_figure(fig: Any) -> None:
+    """Display a pyplot figure once (the inline backend would show it again at cell end)."""
+    import matplotlib.pyplot as plt
+
+    _display(fig)
+    plt.close(fig)
+
+
+def settings_frame(settings: Mapping[str, tuple[Any, str]]) -> Any:
+    """`%agentnb config`: one row per setting, its value and where it came from."""
+    import pandas as pd
+
+    rows = [{"setting": n, "value": str(v), "source": src} for n, (v, src) in settings.items()]
+    return pd.DataFrame(rows).set_index("setting")

@@ -1,0 +1,377 @@
+"""`AgentMagics`: `%agent`/`%%agent`, `%workflow`/`%%workflow` and `%agentnb`.
+
+Thin by design: parse the line, fill `{{name}}` placeholders from the notebook, call the shared
+orchestrator (`AgentNB.orchestrator()`), show the result. Every `AgentnbError` is shown as one
+line (`AgentNotFoundError: ...`) without a traceback, yet still propagates with its own type, so
+`%debug` and code calling the magic see the real exception; option errors are IPython
+`UsageError`s; anything else keeps its traceback, because it is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, magics_class, no_var_expand
+
+from ..bench import MODES, compare_speedup
+from ..orchestrator import AgentCall
+from ..plots import plot_cost, plot_latency
+from ..workflow import Workflow, WorkflowRun
+from .display import WorkflowPlan, WorkflowProgress, settings_frame, show_figure, stream_answer
+from .parsing import (
+    argument,
+    fill_placeholders,
+    line_cell_magic,
+    line_magic,
+    magic_arguments,
+    one_line_errors,
+    parse_line,
+    parser_of,
+    positive_int,
+    split_agent_line,
+    temperature,
+    variable_name,
+)
+from .settings import AgentNB
+
+__all__ = ["AGENTNB_COMMANDS", "AgentMagics"]
+
+AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup")
+
+
+@magics_class
+class AgentMagics(Magics):
+    """The agentnb magics; `session` holds the settings and the orchestrator."""
+
+    def __init__(self, shell: Any, session: AgentNB) -> None:
+        super().__init__(shell)
+        self.session = session
+
+    @property
+    def _ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        ns: dict[str, Any] = self.shell.user_ns
+        return ns
+
+    @property
+    def in_kernel(self) -> bool:
+        """True when a Jupyter frontend shows the output (in-place updates are possible)."""
+        return getattr(self.shell, "kernel", None) is not None
+
+    # -- %agent / %%agent ---------------------------------------------------------------------
+    @line_cell_magic
+    @no_var_expand
+    @magic_arguments()
+    @argument(
+        "-m", "--model", help="model id or alias (sonnet, opus, haiku) instead of the agent's"
+    )
+    @argument("-t", "--temperature", type=temperature, help="sampling temperature, 0 to 1")
+    @argument("--max-tokens", type=positive_int, metavar="N", help="answer length limit")
+    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @argument(
+        "-o",
+        "--output",
+        type=variable_name,
+        metavar="VAR",
+        help="also store the AgentResult in VAR",
+    )
+    @argument(
+        "--stream",
+        dest="stream",
+        action="store_const",
+        const=True,
+        default=None,
+        help="show the answer as it is generated (the default in a notebook)",
+    )
+    @argument(
+        "--no-stream",
+        dest="stream",
+        action="store_const",
+        const=False,
+        help="show the answer when it is complete (the default in a terminal)",
+    )
+    @argument("--list", action="store_true", help="show a table of the agents that can be named")
+    @argument("name", nargs="?", metavar="NAME", help="the agent (see --list)")
+    @argument(
+        "task",
+        nargs=argparse.REMAINDER,
+        metavar="TASK",
+        help="the task, as typed (with %%%%agent: text before the cell body)",
+    )
+    @one_line_errors
+    def agent(self, line: str, cell: str | None = None) -> Any:
+        """Ask one agent to do one task; the cell's value is the `AgentResult`.
+
+        %agent [options] NAME TASK...      the rest of the line is the task
+        %%agent [options] NAME             the cell body is the task
+
+        `{{name}}` in the task is replaced by `str(name)` from the notebook's namespace (an
+        undefined name is an error); single braces, quotes and `$` are passed on as typed.
+        Options go before NAME. The answer shows as Markdown with a footer (agent, model,
+        latency, tokens, cost, cached, simulated); `_` and `Out[n]` hold the `AgentResult`
+        (`.text`, `.usage`, `.cost_usd`, `.cached`, ...). In a notebook the answer streams in
+        as it is generated, then is replaced by the rendered result. Interrupting the kernel
+        cancels the call.
+
+        Examples::
+
+            %agent writer Write a haiku about caches
+            %agent -m haiku -t 0 -o review python-expert Review {{src}}
+            %agent --list
+        """
+        args, task = split_agent_line(parser_of(self.agent), line)
+        if args.list:
+            return self.session.orchestrator().agents.to_dataframe()
+        if args.name is None:
+            raise UsageError(
+                "%agent needs an agent and a task, e.g. `%agent writer Write a haiku` "
+                "(`%agent --list` shows the agents)"
+            )
+        if cell is not None:
+            body = cell.strip("\n")
+            task = f"{task}\n\n{body}" if task else body
+        if not task.strip():
+            raise UsageError(f"%agent {args.name}: the task is empty")
+        task = fill_placeholders(task, self._ns)
+        orch = self.session.orchestrator()
+        options: dict[str, Any] = {
+            "model": args.model,
+            "temperature": args.temperature,
+            "max_tokens": args.max_tokens,
+            "use_cache": not args.no_cache,
+        }
+        stream = args.stream if args.stream is not None else self.in_kernel
+        if stream:
+            result = stream_answer(
+                orch.stream_agent(args.name, task, **options), live=self.in_kernel
+            )
+        else:
+            result = orch.execute_agent(args.name, task, **options)
+        if args.output:
+            self._ns[args.output] = result
+        return result
+
+    # -- %workflow / %%workflow ---------------------------------------------------------------
+    @line_cell_magic
+    @no_var_expand
+    @magic_arguments()
+    @argument(
+        "-o",
+        "--output",
+        type=variable_name,
+        metavar="VAR",
+        help="store the WorkflowRun in VAR (after an interrupt: the partial run; with "
+        "--dry-run: the Workflow)",
+    )
+    @argument(
+        "--max-concurrency",
+        type=positive_int,
+        metavar="N",
+        help="most steps running at once (the workflow's own limit also applies)",
+    )
+    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @argument(
+        "--resume",
+        type=variable_name,
+        metavar="VAR",
+        help="reuse the finished steps of the WorkflowRun in VAR whose task is unchanged",
+    )
+    @argument("--dry-run", action="store_true", help="check it, show the stages, run nothing")
+    @argument("--quiet", action="store_true", help="no live progress; with -o, no output at all")
+    @argument("file", nargs="?", metavar="FILE", help="%%workflow FILE: read the YAML from a file")
+    @one_line_errors
+    def workflow(self, line: str, cell: str | None = None) -> Any:
+        """Run a workflow of agent steps (YAML); the cell's value is the `WorkflowRun`.
+
+        %%workflow [options]               the cell body is the workflow's YAML
+        %workflow [options] FILE           the YAML is read from FILE
+
+        `{{name}}` placeholders that are not step ids are filled from the notebook's
+        namespace (then from the workflow's `inputs:`). The workflow is checked first (agents,
+        placeholders, cycles) and nothing runs if it is wrong. While it runs, a table shows
+        each step's status (waiting, running, succeeded, cached, failed, skipped) and elapsed
+        time. Interrupting the kernel cancels the running steps; the steps that had finished
+        are kept in the `-o` variable (and in the response cache), and `--resume VAR` reuses
+        them. A failed step does not raise: the run shows it (`run.raise_for_status()` does).
+
+        Example::
+
+            %%workflow -o review --max-concurrency 4
+            name: review
+            steps:
+              - {id: bugs, agent: python-expert, task: "Find bugs in {{src}}"}
+              - {id: style, agent: code-reviewer, task: "Review the style of {{src}}"}
+              - {id: summary, agent: writer, task: "Merge: {{bugs}} {{style}}"}
+        """
+        args = parse_line(self.workflow, line)
+        ns = self._ns
+        if cell is not None and cell.strip():
+            if args.file:
+                raise UsageError("give the workflow as the cell body or as FILE, not both")
+            # A one-line body may be the path of a .yaml file (Workflow.from_yaml decides).
+            workflow = Workflow.from_yaml(cell if "\n" in cell.strip() else cell.strip())
+        elif args.file:
+            workflow = Workflow.from_yaml(Path(args.file))
+        else:
+            raise UsageError("%%workflow needs a YAML body (or use %workflow FILE)")
+        needed = {n for step in workflow.steps for n in workflow.free_names(step.id)}
+        variables = {n: ns[n] for n in sorted(needed) if n in ns}
+        resume: WorkflowRun | None = None
+        if args.resume:
+            resume = ns.get(args.resume)
+            if not isinstance(resume, WorkflowRun):
+                raise UsageError(
+                    f"--resume {args.resume}: expected a WorkflowRun, got {type(resume).__name__}"
+                )
+        orch = self.session.orchestrator()
+        workflow.validate(agents=orch.agents, variables=variables)
+        if args.dry_run:
+            if args.output:
+                ns[args.output] = workflow
+            return WorkflowPlan(workflow)
+        progress = WorkflowProgress(workflow, variables, live=self.in_kernel, quiet=args.quiet)
+        try:
+            run = orch.run_workflow(
+                workflow,
+                variables,
+                max_concurrency=args.max_concurrency,
+                use_cache=not args.no_cache,
+                progress=progress.on_event,
+                resume=resume,
+            )
+        except KeyboardInterrupt:
+            progress.stop("interrupted")
+            partial = progress.partial_run()
+            done = sum(1 for s in partial.steps.values() if s.ok)
+            note = (
+                f"agentnb: workflow {workflow.name!r} interrupted; {done} of "
+                f"{len(partial.steps)} steps had finished"
+            )
+            if args.output:
+                ns[args.output] = partial
+                note += f"; the partial run is in {args.output} (--resume {args.output} reuses it)"
+            print(note, file=sys.stderr)
+            raise
+        except BaseException:
+            progress.stop("failed")
+            raise
+        progress.finish()
+        if args.output:
+            ns[args.output] = run
+            if args.quiet:
+                return None
+        return run
+
+    # -- %agentnb -----------------------------------------------------------------------------
+    @line_magic
+    @magic_arguments()
+    @argument("command", nargs="?", choices=AGENTNB_COMMANDS, metavar="COMMAND", help="see above")
+    @argument("action", nargs="?", metavar="ACTION", help="for cache: stats (default) or clear")
+    @argument(
+        "-o", "--output", type=variable_name, metavar="VAR", help="also store the value in VAR"
+    )
+    @argument("--plot", action="store_true", help="metrics: draw latency and cost charts")
+    @argument("-n", "--calls", type=positive_int, metavar="N", help="speedup: calls (default 8)")
+    @argument(
+        "--repeats", type=positive_int, metavar="R", help="speedup: runs per mode (default 1)"
+    )
+    @one_line_errors
+    def agentnb(self, line: str) -> Any:
+        """The session: metrics, cache, settings, agents, speedup.
+
+        %agentnb metrics [-o VAR] [--plot]  every call this session, one row each (DataFrame)
+        %agentnb cache [stats|clear]       response cache counters, or empty it
+        %agentnb config                    the settings in effect and where each came from
+        %agentnb agents                    the agents that can be named
+        %agentnb reset                     forget the call records (the metrics)
+        %agentnb speedup [-n N] [--repeats R]
+                                           N calls sequentially, concurrently and from the
+                                           cache on the current backend: table and chart
+
+        Settings: `%config AgentNB` lists them, `%config AgentNB.max_concurrency = 4` sets one.
+        """
+        args = parse_line(self.agentnb, line)
+        command = args.command
+        if command is None:
+            print(self.agentnb.__doc__)
+            return None
+        misplaced = [
+            flag
+            for flag, given, allowed in (
+                ("--plot", args.plot, ("metrics",)),
+                ("-n", args.calls is not None, ("speedup",)),
+                ("--repeats", args.repeats is not None, ("speedup",)),
+                (
+                    "-o",
+                    args.output is not None,
+                    ("metrics", "cache", "config", "agents", "speedup"),
+                ),
+                ("ACTION", args.action is not None, ("cache",)),
+            )
+            if given and command not in allowed
+        ]
+        if misplaced:
+            raise UsageError(f"%agentnb {command} does not take {', '.join(misplaced)}")
+        value = getattr(self, f"_{command}")(args)
+        if args.output and value is not None:
+            self._ns[args.output] = value
+        return value
+
+    def _metrics(self, args: argparse.Namespace) -> Any:
+        frame = self.session.orchestrator().metrics()
+        if args.plot:
+            if frame.empty:
+                print("agentnb: no calls yet, nothing to plot")
+            else:
+                import matplotlib.pyplot as plt
+
+                fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+                plot_latency(frame, ax=left)
+                plot_cost(frame, ax=right)
+                fig.tight_layout()
+                show_figure(fig)
+        return frame
+
+    def _cache(self, args: argparse.Namespace) -> Any:
+        action = args.action or "stats"
+        if action not in ("stats", "clear"):
+            raise UsageError(f"%agentnb cache {action}: expected stats or clear")
+        cache = self.session.orchestrator().cache
+        if cache is None:
+            print("agentnb: the response cache is off (cache_enabled or cache_backend)")
+            return None
+        if action == "clear":
+            entries = cache.stats()["entries"]
+            cache.clear()
+            print(f"agentnb: cache cleared ({entries} entries removed)")
+            return None
+        return cache.stats_frame()
+
+    def _config(self, args: argparse.Namespace) -> Any:
+        return settings_frame(self.session.effective_settings())
+
+    def _agents(self, args: argparse.Namespace) -> Any:
+        return self.session.orchestrator().agents.to_dataframe()
+
+    def _reset(self, args: argparse.Namespace) -> None:
+        tracker = self.session.orchestrator().tracker
+        count = len(tracker)
+        tracker.reset()
+        print(f"agentnb: metrics reset ({count} call records forgotten)")
+
+    def _speedup(self, args: argparse.Namespace) -> Any:
+        orch = self.session.orchestrator()
+        calls = [
+            AgentCall(
+                "writer", f"One short tip for writing clear notebooks (#{i + 1}).", max_tokens=64
+            )
+            for i in range(args.calls or 8)
+        ]
+        modes = MODES if orch.cache is not None else tuple(m for m in MODES if m != "cached")
+        report = compare_speedup(calls, modes=modes, repeats=args.repeats or 1, orchestrator=orch)
+        show_figure(report.plot().figure)
+        return report

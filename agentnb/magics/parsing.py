@@ -1,0 +1,191 @@
+"""Line handling for the magics: typed decorators, option types, `{{name}}` filling, errors.
+
+IPython's `magic_arguments` and magic markers carry no usable types, so they are re-exported
+here typed. `split_agent_line` parses `%agent [options] NAME TASK...` so that only the options
+and the name are split like a shell would: the task reaches the agent exactly as typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import keyword
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from IPython.core import magic as _magic
+from IPython.core import magic_arguments as _magic_arguments
+from IPython.core.error import UsageError
+
+from ..errors import AgentnbError
+from ..workflow.template import placeholders, render
+
+__all__ = [
+    "argument",
+    "fill_placeholders",
+    "keep_questions",
+    "line_cell_magic",
+    "line_magic",
+    "magic_arguments",
+    "one_line_errors",
+    "parse_line",
+    "parser_of",
+    "positive_int",
+    "split_agent_line",
+    "temperature",
+    "variable_name",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def argument(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """`IPython.core.magic_arguments.argument`, typed."""
+    deco = _magic_arguments.argument(*args, **kwargs)  # type: ignore[no-untyped-call]
+    return cast(Callable[[F], F], deco)
+
+
+def magic_arguments() -> Callable[[F], F]:
+    """`IPython.core.magic_arguments.magic_arguments`, typed."""
+    return cast(Callable[[F], F], _magic_arguments.magic_arguments())  # type: ignore[no-untyped-call]
+
+
+def line_magic(func: F) -> F:
+    """`@line_magic`, typed (IPython's marker returns a union mypy cannot narrow)."""
+    return cast(F, _magic.line_magic(func))
+
+
+def line_cell_magic(func: F) -> F:
+    """`@line_cell_magic`, typed."""
+    return cast(F, _magic.line_cell_magic(func))
+
+
+def parse_line(magic: Any, line: str) -> argparse.Namespace:
+    """Parse a magic's line with the parser `magic_arguments` built for it."""
+    try:
+        args: argparse.Namespace = parser_of(magic).parse_argstring(line)  # type: ignore[attr-defined]
+    except ValueError as exc:  # shlex: an unclosed quote
+        raise UsageError(f"cannot parse the options: {exc}") from None
+    return args
+
+
+def one_line_errors(func: F) -> F:
+    """Make IPython show an `AgentnbError` from `func` as `Type: message`, with no traceback.
+
+    IPython asks an exception for `_render_traceback_()` before formatting a traceback (in the
+    terminal and in ipykernel alike); the exception is re-raised unchanged otherwise.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AgentnbError as exc:
+            line = f"{type(exc).__name__}: {exc}"
+            setattr(exc, "_render_traceback_", lambda: [line])  # noqa: B010
+            raise
+
+    return cast(F, wrapper)
+
+
+def fill_placeholders(task: str, namespace: Mapping[str, Any]) -> str:
+    """Replace each `{{name}}` in `task` by `str(namespace[name])`; single braces stay as typed.
+
+    A name the namespace does not hold is an error naming it (write `\\{{name}}` for literal
+    double braces).
+
+    Example:
+        >>> fill_placeholders("Fix {{code}} in {x}", {"code": "f()"})
+        'Fix f() in {x}'
+    """
+    names = placeholders(task)
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        listed = ", ".join("{{" + n + "}}" for n in missing)
+        verb = "is" if len(missing) == 1 else "are"
+        raise UsageError(
+            f"the task uses {listed}, which {verb} not defined in the notebook "
+            "(write \\{{name}} for literal double braces)"
+        )
+    return render(task, {n: str(namespace[n]) for n in names})
+
+
+# -- option types (argparse turns their errors into one-line UsageErrors) ------------------------
+def variable_name(value: str) -> str:
+    if not value.isidentifier() or keyword.iskeyword(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid variable name")
+    return value
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def temperature(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {number:g}")
+    return number
+
+
+# A word: unquoted characters and quoted strings run together; a lone quote is kept as text.
+_WORD = re.compile(r"""(?:[^\s'"]+|"(?:\\.|[^"\\])*"|'[^']*'|['"])+""")
+
+
+def _unquote(word: str) -> str:
+    try:
+        parts = shlex.split(word)
+    except ValueError:
+        return word
+    return parts[0] if len(parts) == 1 else word
+
+
+def split_agent_line(parser: argparse.ArgumentParser, line: str) -> tuple[argparse.Namespace, str]:
+    """Parse `[options] NAME TASK...`; the task is returned exactly as typed after NAME.
+
+    Only the options and the name are split like a shell would, so apostrophes, quotes, `$`
+    and braces in the task reach the agent unchanged.
+    """
+    words = list(_WORD.finditer(line))
+    args = parser.parse_args([_unquote(w.group(0)) for w in words])
+    rest = len(args.task)
+    task = line[words[len(words) - rest].start() :].strip() if rest else ""
+    return args, task
+
+
+_QUESTION = re.compile(r"^([ \t]*)%agent[ \t]+(\S.*?)[ \t]*$")
+
+
+def keep_questions(lines: list[str]) -> list[str]:
+    """An input cleanup transform that lets `%agent NAME TASK...?` ask its question.
+
+    IPython reads a line ending in `?` as a help request for the word before the `?`, so
+    `%agent writer What is a closure?` would look up `closure` instead. Such lines become the
+    call IPython itself makes for a line magic; `%agent?` (help on the magic) is left alone.
+    """
+    out = []
+    for line in lines:
+        text = line.rstrip("\r\n")
+        match = _QUESTION.match(text)
+        if match and match.group(2).endswith("?") and len(match.group(2).split()) >= 2:
+            indent, args = match.groups()
+            line = f"{indent}get_ipython().run_line_magic('agent', {args!r}){line[len(text) :]}"
+        out.append(line)
+    return out
+
+
+def parser_of(magic: Any) -> argparse.ArgumentParser:
+    """The `MagicArgumentParser` that `magic_arguments` attached to a magic."""
+    parser: argparse.ArgumentParser = magic.parser
+    return parser
