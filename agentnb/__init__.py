@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from .agents import AgentRegistry, AgentSpec, list_agents
 from .backends import AnthropicBackend, Backend, BackendRequest, BackendResponse, SimulatedBackend, Usage
 from .bench import SpeedupReport, compare_speedup
@@ -39,9 +41,26 @@ from .orchestrator import (
     AsyncAgentOrchestrator,
     default_orchestrator,
 )
+from .cache import ResponseCache
 from .result import AgentResult
+from .workflow import Step, StepEvent, StepResult, Workflow, WorkflowRun
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext agentnb`: register the magics (see `agentnb.magics`)."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext agentnb`: remove everything `load_ipython_extension` added."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
 
 __all__ = [
     "AgentCall",
@@ -67,15 +86,23 @@ __all__ = [
     "PerformanceTracker",
     "PriceTable",
     "RateLimitError",
+    "ResponseCache",
     "SimulatedBackend",
     "SpeedupReport",
+    "Step",
+    "StepEvent",
+    "StepResult",
     "TaskTooLongError",
     "Usage",
+    "Workflow",
     "WorkflowError",
+    "WorkflowRun",
     "WorkflowValidationError",
     "__version__",
     "compare_speedup",
     "default_orchestrator",
     "list_agents",
+    "load_ipython_extension",
     "prices",
+    "unload_ipython_extension",
 ]

@@ -943,14 +943,14 @@ _default: AgentOrchestrator | None = None
 def default_orchestrator(config: Config | None = None, *, reset: bool = False) -> AgentOrchestrator:
     """The session's shared orchestrator (the magics and `compare_speedup` use it).
 
-    Made from `Config.load()` on first use; `reset=True` (or a new `config`) closes the old one
-    and makes another.
+    Made from `Config.load()` on first use (and again after it was closed); `reset=True` (or a
+    new `config`) closes the old one and makes another.
     """
     global _default
     with _default_lock:
         if _default is not None and (reset or config is not None):
             _default.close()
             _default = None
-        if _default is None:
+        if _default is None or _default.aio._closed:
             _default = AgentOrchestrator(config)
         return _default

@@ -453,3 +453,17 @@ async def test_api_key_never_appears(caplog: pytest.LogCaptureFixture) -> None:
         assert key not in text
     assert ok.attempts == 2
     await orch.aclose()
+
+
+def test_default_orchestrator_is_shared_and_remade_after_close() -> None:
+    from agentnb import default_orchestrator
+
+    cfg = make_config()
+    first = default_orchestrator(cfg)
+    assert default_orchestrator() is first
+    first.close()
+    second = default_orchestrator()
+    assert second is not first and not second.aio._closed
+    third = default_orchestrator(reset=True)
+    assert third is not second and second.aio._closed
+    third.close()
