@@ -16,14 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 from .agents import AgentRegistry, AgentSpec, list_agents
-from .backends import AnthropicBackend, Backend, BackendRequest, BackendResponse, SimulatedBackend, Usage
+from .backends import (
+    AnthropicBackend,
+    Backend,
+    BackendRequest,
+    BackendResponse,
+    SimulatedBackend,
+    Usage,
+)
 from .bench import SpeedupReport, compare_speedup
+from .cache import ResponseCache
 from .config import Config
 from .errors import (
     AgentCallError,
     AgentError,
-    AgentNotFoundError,
     AgentnbError,
+    AgentNotFoundError,
     BackendError,
     CacheError,
     ConfigError,
@@ -41,7 +49,6 @@ from .orchestrator import (
     AsyncAgentOrchestrator,
     default_orchestrator,
 )
-from .cache import ResponseCache
 from .result import AgentResult
 from .workflow import Step, StepEvent, StepResult, Workflow, WorkflowRun
 

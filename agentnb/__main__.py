@@ -27,7 +27,9 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agentnb", description="Claude agents, offline-first.")
+    p = argparse.ArgumentParser(
+        prog="python -m agentnb", description="Claude agents, offline-first."
+    )
     p.add_argument(
         "--simulate",
         action="store_true",
@@ -36,10 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the bundled workflow on the simulator, with metrics")
-    d.add_argument("--real", action="store_true", help="use the configured backend (Claude if a key is set)")
-    d.add_argument("--latency", type=float, default=0.2, help="simulated latency in seconds (default 0.2)")
-    d.add_argument("--calls", type=int, default=10, help="calls in the speedup comparison (default 10)")
-    d.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    d.add_argument(
+        "--real", action="store_true", help="use the configured backend (Claude if a key is set)"
+    )
+    d.add_argument(
+        "--latency", type=float, default=0.2, help="simulated latency in seconds (default 0.2)"
+    )
+    d.add_argument(
+        "--calls", type=int, default=10, help="calls in the speedup comparison (default 10)"
+    )
+    d.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the response cache"
+    )
 
     a = sub.add_parser("agent", help="run one agent on one task")
     a.add_argument("name")
@@ -56,11 +66,18 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a workflow YAML file")
     r.add_argument("file", type=Path)
-    r.add_argument("--var", action="append", default=[], metavar="K=V",
-                   help="a variable for {{K}}; V=@path reads a file")
+    r.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a variable for {{K}}; V=@path reads a file",
+    )
     r.add_argument("--max-concurrency", type=int)
     r.add_argument("--no-cache", action="store_true")
-    r.add_argument("--dry-run", action="store_true", help="validate and show the order; run nothing")
+    r.add_argument(
+        "--dry-run", action="store_true", help="validate and show the order; run nothing"
+    )
     r.add_argument("--json", action="store_true", help="print the run as JSON")
 
     b = sub.add_parser("bench", help="print the benchmark figures as Markdown tables")
@@ -158,7 +175,9 @@ def _parse_vars(items: list[str]) -> dict[str, str]:
             try:
                 value = Path(value[1:]).read_text(encoding="utf-8")
             except OSError as exc:
-                raise AgentnbError(f"--var {key}: cannot read {value[1:]}: {exc.strerror}") from None
+                raise AgentnbError(
+                    f"--var {key}: cannot read {value[1:]}: {exc.strerror}"
+                ) from None
         out[key] = value
     return out
 
@@ -227,23 +246,49 @@ def _demo(args: argparse.Namespace) -> int:
     if args.no_cache:
         overrides["cache_enabled"] = False
     cfg = _config(args, **overrides)
-    source = resources.files("agentnb").joinpath("data/demo_workflow.yaml").read_text(encoding="utf-8")
+    source = (
+        resources.files("agentnb").joinpath("data/demo_workflow.yaml").read_text(encoding="utf-8")
+    )
     sample = resources.files("agentnb").joinpath("data/demo_source.txt").read_text(encoding="utf-8")
     with AgentOrchestrator(cfg) as orch:
         label = orch.backend.label
-        print(f"agentnb demo · backend: {label}"
-              + (" (offline; set ANTHROPIC_API_KEY and pass --real to call Claude)" if label == "simulated" else ""))
+        print(
+            f"agentnb demo · backend: {label}"
+            + (
+                " (offline; set ANTHROPIC_API_KEY and pass --real to call Claude)"
+                if label == "simulated"
+                else ""
+            )
+        )
         print("\n# 1. A code-review workflow: three reviews run at once, then a summary\n")
         run = orch.run_workflow(source, {"src": sample})
         _print_run(run)
         print("\n# 2. Metrics of every call so far\n")
         with _wide():
-            cols = ["workflow", "step", "agent", "model", "latency_ms", "attempts", "cache_hit",
-                    "input_tokens", "output_tokens", "cost_usd"]
+            cols = [
+                "workflow",
+                "step",
+                "agent",
+                "model",
+                "latency_ms",
+                "attempts",
+                "cache_hit",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+            ]
             print(orch.metrics()[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        print(f"\n# 3. Speedup: {args.calls} independent calls, sequential vs concurrent vs cached\n")
-        calls = [("python-expert", f"Suggest improvement #{i} for:\n{sample}") for i in range(args.calls)]
-        modes = ("sequential", "concurrent", "cached") if orch.cache is not None else ("sequential", "concurrent")
+        print(
+            f"\n# 3. Speedup: {args.calls} independent calls, sequential vs concurrent vs cached\n"
+        )
+        calls = [
+            ("python-expert", f"Suggest improvement #{i} for:\n{sample}") for i in range(args.calls)
+        ]
+        modes = (
+            ("sequential", "concurrent", "cached")
+            if orch.cache is not None
+            else ("sequential", "concurrent")
+        )
         report = compare_speedup(calls, modes=modes, repeats=1, orchestrator=orch)
         print(repr(report))
     return 0 if run.status == "succeeded" else 1

@@ -108,7 +108,13 @@ class Config:
     sim_seed: int = 0
     sim_fault_rate: float = 0.0
     sim_fault_kinds: list[str] = field(
-        default_factory=lambda: ["rate_limit", "server_error", "overloaded", "timeout", "connection"]
+        default_factory=lambda: [
+            "rate_limit",
+            "server_error",
+            "overloaded",
+            "timeout",
+            "connection",
+        ]
     )
     sim_rpm_limit: int | None = None
     # -- response cache (used from the cache issue on) ---------------------------------------
@@ -252,7 +258,11 @@ def _parse_env_value(key: str, raw: str) -> Any:
     hint = _hints()[key]
     origin = typing.get_origin(hint)
     if origin is list:
-        return [part.strip() for part in raw.split(os.pathsep if key.endswith("dirs") else ",") if part.strip()]
+        return [
+            part.strip()
+            for part in raw.split(os.pathsep if key.endswith("dirs") else ",")
+            if part.strip()
+        ]
     if origin is dict:
         try:
             return yaml.safe_load(raw)
@@ -264,7 +274,9 @@ def _parse_env_value(key: str, raw: str) -> Any:
 
 
 def _allows_none(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(
+        None
+    ) in typing.get_args(hint)
 
 
 def _coerce(key: str, value: Any, *, source: str) -> Any:

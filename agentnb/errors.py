@@ -121,7 +121,9 @@ class CacheError(AgentnbError):
 class AgentCallError(AgentnbError):
     """A call that failed for good, after `attempts` tries; `__cause__` is the last error."""
 
-    def __init__(self, message: str, *, agent: str, attempts: int, last_error: BaseException) -> None:
+    def __init__(
+        self, message: str, *, agent: str, attempts: int, last_error: BaseException
+    ) -> None:
         super().__init__(message)
         self.agent = agent
         self.attempts = attempts

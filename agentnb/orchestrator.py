@@ -29,9 +29,17 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agents import AgentRegistry, AgentSpec, validate_agent_name
@@ -95,7 +103,9 @@ class AgentCall:
                     f"temperature, use_cache); got {sorted(call)}"
                 )
             return cls(**call)
-        raise AgentnbError(f"call #{index}: expected AgentCall, (agent, task) or a dict, got {call!r}")
+        raise AgentnbError(
+            f"call #{index}: expected AgentCall, (agent, task) or a dict, got {call!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +326,9 @@ class AsyncAgentOrchestrator:
         cfg = self.config
         name = validate_agent_name(call.agent)
         if not isinstance(call.task, str):
-            raise AgentnbError(f"agent {name!r}: task must be a string, got {type(call.task).__name__}")
+            raise AgentnbError(
+                f"agent {name!r}: task must be a string, got {type(call.task).__name__}"
+            )
         if len(call.task) > cfg.max_task_chars:
             raise TaskTooLongError(
                 f"agent {name!r}: task is {len(call.task):,} characters, more than "
@@ -373,7 +385,7 @@ class AsyncAgentOrchestrator:
 
     async def _execute(self, p: _Prepared, limiter: asyncio.Semaphore) -> AgentResult:
         """Cache lookup, then a slot and the attempts; one CallRecord whatever happens."""
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         cache = self.cache if p.use_cache else None
         if cache is not None and cache.is_excluded(p.spec.name, p.spec.cache):
@@ -536,7 +548,9 @@ class AsyncAgentOrchestrator:
         )
 
     # -- streaming (runs on the home loop, pushes to the consumer) ------------------------------
-    async def _produce_stream(self, call: AgentCall, push: Callable[[tuple[str, Any]], None]) -> None:
+    async def _produce_stream(
+        self, call: AgentCall, push: Callable[[tuple[str, Any]], None]
+    ) -> None:
         try:
             p = self._prepare(call)
             result = await self._stream_execute(p, push)
@@ -559,7 +573,7 @@ class AsyncAgentOrchestrator:
                 result = await self._execute(p, self._semaphore)
                 push(("chunk", result.text))
                 return result
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         timing = _Timing(t0)
         sent_any = False

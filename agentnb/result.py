@@ -5,7 +5,7 @@ footer (agent, model, latency, tokens, cost, cached, and "simulated" when the of
 answered), and the display data carries the same provenance as metadata.
 
 Example:
-    >>> r = AgentResult(agent="writer", model="claude-sonnet-5-5", text="Hello", backend="simulated")
+    >>> r = AgentResult(agent="writer", model="claude-sonnet-5-5", text="Hello")
     >>> str(r)
     'Hello'
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .backends.base import Usage
@@ -38,7 +38,7 @@ class AgentResult:
     cached: bool = False
     backend: str = ""
     request_id: str | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def simulated(self) -> bool:
@@ -130,5 +130,5 @@ class AgentResult:
             request_id=data.get("request_id"),
             started_at=datetime.fromisoformat(data["started_at"])
             if data.get("started_at")
-            else datetime.now(timezone.utc),
+            else datetime.now(UTC),
         )

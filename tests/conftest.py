@@ -11,7 +11,9 @@ from agentnb.backends import AnthropicBackend, Backend, SimulatedBackend, simula
 
 
 @pytest.fixture(autouse=True)
-def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_user_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test reads or writes the real ~/.cache, ~/.config, or calls the real API."""
     root: Path = tmp_path_factory.mktemp("userdirs")
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))

@@ -55,7 +55,7 @@ async def test_second_call_is_a_hit_with_zero_cost(tmp_path: Path) -> None:
 
 
 async def test_disk_tier_survives_a_new_orchestrator(tmp_path: Path) -> None:
-    orch, backend = make(tmp_path)
+    orch, _ = make(tmp_path)
     first = await orch.execute_agent("writer", "persist me")
     await orch.aclose()
     again, backend2 = make(tmp_path)
@@ -85,7 +85,9 @@ async def test_no_cache_per_call(tmp_path: Path) -> None:
 
 async def test_agent_front_matter_cache_false(tmp_path: Path) -> None:
     registry = AgentRegistry(include_default_dirs=False)
-    registry.register(AgentSpec(name="fresh", description="d", system_prompt="Be fresh.", cache=False))
+    registry.register(
+        AgentSpec(name="fresh", description="d", system_prompt="Be fresh.", cache=False)
+    )
     orch, backend = make(tmp_path, agents=registry)
     await orch.execute_agent("fresh", "x")
     assert not (await orch.execute_agent("fresh", "x")).cached
@@ -125,9 +127,7 @@ async def test_editing_the_agent_prompt_invalidates(tmp_path: Path) -> None:
     await orch.aclose()
 
 
-@pytest.mark.parametrize(
-    "change", [{"model": "haiku"}, {"max_tokens": 99}, {"temperature": 0.5}]
-)
+@pytest.mark.parametrize("change", [{"model": "haiku"}, {"max_tokens": 99}, {"temperature": 0.5}])
 async def test_call_options_are_part_of_the_key(tmp_path: Path, change: dict[str, Any]) -> None:
     orch, backend = make(tmp_path)
     await orch.execute_agent("writer", "same task")
@@ -137,7 +137,7 @@ async def test_call_options_are_part_of_the_key(tmp_path: Path, change: dict[str
 
 
 async def test_simulated_answers_never_served_to_the_real_api_path(tmp_path: Path) -> None:
-    orch, sim = make(tmp_path)
+    orch, _ = make(tmp_path)
     await orch.execute_agent("writer", "which backend?")
     await orch.aclose()
     sdk_sim = SimulatedBackend(latency_s=0.002, jitter=0.0)
@@ -153,7 +153,9 @@ async def test_simulated_answers_never_served_to_the_real_api_path(tmp_path: Pat
 async def test_cache_entries_hold_no_api_key(tmp_path: Path) -> None:
     key = "sk-ant-api03-NEVER-IN-THE-CACHE"
     sim = SimulatedBackend(latency_s=0.001, jitter=0.0)
-    sdk = AnthropicBackend(api_key=key, base_url="http://sim.local", transport=simulator_transport(sim))
+    sdk = AnthropicBackend(
+        api_key=key, base_url="http://sim.local", transport=simulator_transport(sim)
+    )
     orch, _ = make(tmp_path, backend=sdk)
     await orch.execute_agent("writer", "hello")
     await orch.aclose()

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pandas as pd
@@ -30,14 +30,13 @@ from agentnb import (
 )
 from agentnb.errors import (
     AuthenticationError,
-    BackendConnectionError,
     BackendTimeoutError,
     BadRequestError,
     OverloadedError,
     RateLimitError,
     ServerError,
 )
-from agentnb.loop import get_home_loop, run_sync
+from agentnb.loop import run_sync
 from agentnb.metrics import COLUMNS
 
 
@@ -377,7 +376,7 @@ def test_closed_orchestrator_refuses_work() -> None:
 
 
 def test_stream_sync() -> None:
-    orch, backend = sync_orch()
+    orch, _ = sync_orch()
     stream = orch.stream_agent("writer", "stream please")
     chunks = list(stream)
     assert len(chunks) >= 2

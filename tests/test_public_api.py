@@ -10,21 +10,52 @@ import agentnb
 
 EXPECTED = {
     # orchestration
-    "AgentOrchestrator", "AsyncAgentOrchestrator", "AgentCall", "AgentStream", "AgentResult",
-    "default_orchestrator", "Config",
+    "AgentOrchestrator",
+    "AsyncAgentOrchestrator",
+    "AgentCall",
+    "AgentStream",
+    "AgentResult",
+    "default_orchestrator",
+    "Config",
     # agents
-    "AgentRegistry", "AgentSpec", "list_agents",
+    "AgentRegistry",
+    "AgentSpec",
+    "list_agents",
     # backends
-    "Backend", "BackendRequest", "BackendResponse", "Usage", "SimulatedBackend", "AnthropicBackend",
+    "Backend",
+    "BackendRequest",
+    "BackendResponse",
+    "Usage",
+    "SimulatedBackend",
+    "AnthropicBackend",
     # cache, workflows, metrics, benchmarks
-    "ResponseCache", "Workflow", "WorkflowRun", "Step", "StepEvent", "StepResult",
-    "PerformanceTracker", "PriceTable", "prices", "compare_speedup", "SpeedupReport",
+    "ResponseCache",
+    "Workflow",
+    "WorkflowRun",
+    "Step",
+    "StepEvent",
+    "StepResult",
+    "PerformanceTracker",
+    "PriceTable",
+    "prices",
+    "compare_speedup",
+    "SpeedupReport",
     # errors
-    "AgentnbError", "ConfigError", "AgentError", "AgentNotFoundError", "InvalidAgentNameError",
-    "TaskTooLongError", "WorkflowError", "WorkflowValidationError", "CacheError",
-    "AgentCallError", "BackendError", "RateLimitError",
+    "AgentnbError",
+    "ConfigError",
+    "AgentError",
+    "AgentNotFoundError",
+    "InvalidAgentNameError",
+    "TaskTooLongError",
+    "WorkflowError",
+    "WorkflowValidationError",
+    "CacheError",
+    "AgentCallError",
+    "BackendError",
+    "RateLimitError",
     # IPython extension
-    "load_ipython_extension", "unload_ipython_extension",
+    "load_ipython_extension",
+    "unload_ipython_extension",
     "__version__",
 }
 
@@ -44,8 +75,20 @@ def test_every_exported_name_exists_and_errors_share_one_root() -> None:
 
 
 def test_submodules_declare_all() -> None:
-    for module in ("config", "errors", "loop", "agents", "orchestrator", "metrics", "bench",
-                   "result", "plots", "backends", "cache", "workflow"):
+    for module in (
+        "config",
+        "errors",
+        "loop",
+        "agents",
+        "orchestrator",
+        "metrics",
+        "bench",
+        "result",
+        "plots",
+        "backends",
+        "cache",
+        "workflow",
+    ):
         mod = importlib.import_module(f"agentnb.{module}")
         assert isinstance(getattr(mod, "__all__", None), list), module
         for name in mod.__all__:
@@ -55,8 +98,8 @@ def test_submodules_declare_all() -> None:
 def test_import_is_light() -> None:
     """`import agentnb` (and so %load_ext) loads neither the SDK, matplotlib nor IPython."""
     code = (
-        "import sys, agentnb; "
-        "print(sorted(m for m in ('anthropic', 'httpx2', 'matplotlib', 'IPython') if m in sys.modules))"
+        "import sys, agentnb; heavy = ('anthropic', 'httpx2', 'matplotlib', 'IPython'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

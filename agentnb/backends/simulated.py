@@ -498,7 +498,10 @@ def _compose(request: BackendRequest, digest: int) -> str:
         name = re.sub(r"\W", "_", words[0]).lower().strip("_") or "value"
         lines += ["", "```python", _CODE.format(name=name).strip(), "```"]
     who = request.agent or "assistant"
-    lines += ["", f"_{who} on {request.model} (simulated answer #{(digest >> 96) & 0xFFFFFF:06x})._"]
+    lines += [
+        "",
+        f"_{who} on {request.model} (simulated answer #{(digest >> 96) & 0xFFFFFF:06x})._",
+    ]
     return "\n".join(lines)
 
 
