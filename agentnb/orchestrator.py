@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .agents import AgentRegistry, AgentSpec, validate_agent_name
+from .agents import AgentRegistry, AgentSpec
 from .backends import Backend, BackendRequest, BackendResponse, Usage, make_backend
 from .config import Config
 from .errors import (
@@ -324,7 +324,8 @@ class AsyncAgentOrchestrator:
     ) -> _Prepared:
         """Validate one call and resolve everything it needs; raises before anything runs."""
         cfg = self.config
-        name = validate_agent_name(call.agent)
+        spec = self.agents.get(call.agent)  # checks the name first (no path tricks) then finds it
+        name = spec.name
         if not isinstance(call.task, str):
             raise AgentnbError(
                 f"agent {name!r}: task must be a string, got {type(call.task).__name__}"
@@ -334,7 +335,6 @@ class AsyncAgentOrchestrator:
                 f"agent {name!r}: task is {len(call.task):,} characters, more than "
                 f"max_task_chars={cfg.max_task_chars:,}"
             )
-        spec = self.agents.get(name)
         temperature = call.temperature if call.temperature is not None else spec.temperature
         request = BackendRequest(
             model=cfg.resolve_model(call.model or spec.model),

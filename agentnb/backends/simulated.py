@@ -469,16 +469,22 @@ def _plan(seed: int, request: BackendRequest) -> _Plan:
     )
 
 
-def _compose(request: BackendRequest, digest: int) -> str:
-    # Every choice below comes from bits of the request's digest: deterministic, and cheaper than
-    # seeding a random.Random per call (this runs once per simulated call).
-    probe = f"{request.agent} {request.system[:400]}".lower()
+@functools.lru_cache(maxsize=256)
+def _flavor(agent: str, system_head: str) -> tuple[str, bool]:
+    """The kind of answer an agent gives (review, writer, general) and whether it writes code."""
+    probe = f"{agent} {system_head}".lower()
     flavor = "general"
     if any(k in probe for k in ("review", "critic", "audit")):
         flavor = "review"
     elif any(k in probe for k in ("writ", "summar", "edit", "docs")):
         flavor = "writer"
-    is_code = any(k in probe for k in _CODE_HINTS)
+    return flavor, any(k in probe for k in _CODE_HINTS)
+
+
+def _compose(request: BackendRequest, digest: int) -> str:
+    # Every choice below comes from bits of the request's digest: deterministic, and cheaper than
+    # seeding a random.Random per call (this runs once per simulated call).
+    flavor, is_code = _flavor(request.agent, request.system[:400])
     words = _keywords(request.task) or ["the task"]
     topic = ", ".join(words[:3])
     heading = {
