@@ -62,26 +62,41 @@ class HomeLoop:
             )
         started = threading.Event()
         finished = threading.Event()
+        # Shared with the loop thread; only touched there, so no lock is needed.
+        state: dict[str, Any] = {"task": None, "cancelled": False}
 
         async def runner() -> T:
             started.set()
+            state["task"] = asyncio.current_task()
             try:
+                if state["cancelled"]:  # interrupted before it could start
+                    coro.close()
+                    raise asyncio.CancelledError
                 return await coro
             finally:
                 finished.set()
 
-        future = self.submit(runner())
+        def cancel() -> None:
+            task = state["task"]
+            if task is not None:
+                task.cancel()
+            else:
+                state["cancelled"] = True
+
+        wrapper = runner()
         try:
-            return future.result()
+            # Inside the try: Ctrl-C can land while the work is being handed over, too.
+            return self.submit(wrapper).result()
         except KeyboardInterrupt:
-            future.cancel()
-            # The cancelled future is "done" at once, but the task on the home loop still has to
-            # unwind (cancel its children, record them). A barrier tells whether it ever started;
-            # if it did, wait for it to finish so nothing is left half-running.
+            # Cancel the work on the home loop and wait for it to unwind (cancel its children,
+            # record them), so nothing is left half-running. The barrier orders this after the
+            # cancel and after the wrapper's first step, if it was scheduled at all.
+            self.loop.call_soon_threadsafe(cancel)
             asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(timeout=10)
             if started.is_set():
                 finished.wait(timeout=10)
-            else:
+            else:  # never handed over: nothing ran
+                wrapper.close()
                 coro.close()
             raise
 
