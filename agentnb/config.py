@@ -95,6 +95,7 @@ class Config:
     max_attempts: int = 4
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+    max_retry_wait_s: float = 60.0  # a longer retry-after from the server fails the call at once
     max_tokens: int = 1024
     temperature: float | None = None
     max_task_chars: int = 100_000
@@ -296,8 +297,9 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
     args = typing.get_args(hint)
 
     def bad(expected: str) -> ConfigError:
+        shown = "a value" if key == "api_key" else repr(value)  # never echo a secret
         return ConfigError(
-            f"{source}: setting {key!r} must be {expected}, got {value!r} ({type(value).__name__})"
+            f"{source}: setting {key!r} must be {expected}, got {shown} ({type(value).__name__})"
         )
 
     if origin in (typing.Union, types.UnionType):
@@ -388,6 +390,7 @@ _POSITIVE = (
 _NON_NEGATIVE = (
     "backoff_base_s",
     "backoff_cap_s",
+    "max_retry_wait_s",
     "sim_latency_s",
     "sim_latency_per_token_s",
     "sim_jitter",

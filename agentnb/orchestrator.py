@@ -50,7 +50,6 @@ from .errors import (
     AgentnbError,
     BackendError,
     BackendTimeoutError,
-    RateLimitError,
     TaskTooLongError,
 )
 from .loop import HomeLoop, get_home_loop
@@ -137,6 +136,7 @@ class AsyncAgentOrchestrator:
         backend: a `Backend` to use instead of the one `config` selects.
         agents: an `AgentRegistry` (default: the config's search path).
         cache: a `ResponseCache`, or None for the one `config` describes (none when disabled).
+            It is made here, so an unusable cache directory is a `CacheError` at once.
         price_table: prices for cost figures (default `agentnb.prices`).
     """
 
@@ -152,11 +152,13 @@ class AsyncAgentOrchestrator:
         self.config = config if config is not None else Config.load()
         self._backend = backend
         self.agents = agents if agents is not None else AgentRegistry.from_config(self.config)
+        if cache is None and self.config.cache_enabled and self.config.cache_backend != "none":
+            from .cache import ResponseCache
+
+            cache = ResponseCache.from_config(self.config)
         self._cache = cache
-        self._cache_made = cache is not None
         self.prices = price_table if price_table is not None else prices
         self.tracker = PerformanceTracker(path=self.config.metrics_path)
-        self._home: HomeLoop = get_home_loop()
         self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
         self._rng = random.Random()
         self._closed = False
@@ -172,13 +174,12 @@ class AsyncAgentOrchestrator:
     @property
     def cache(self) -> ResponseCache | None:
         """The response cache, or None when caching is off."""
-        if not self._cache_made:
-            self._cache_made = True
-            if self.config.cache_enabled and self.config.cache_backend != "none":
-                from .cache import ResponseCache
-
-                self._cache = ResponseCache.from_config(self.config)
         return self._cache
+
+    @property
+    def _home(self) -> HomeLoop:
+        # Looked up each time, not kept: after a fork the child gets a loop thread of its own.
+        return get_home_loop()
 
     @property
     def backend_label(self) -> str:
@@ -245,13 +246,18 @@ class AsyncAgentOrchestrator:
         progress: Callable[[StepEvent], None] | None = None,
         resume: WorkflowRun | None = None,
     ) -> WorkflowRun:
-        """Run a workflow (a `Workflow`, YAML text or path, or a dict); see `agentnb.workflow`."""
+        """Run a workflow (a `Workflow`, YAML text or path, or a dict); see `agentnb.workflow`.
+
+        At most `max_concurrency` steps run at once: the argument, else the workflow's own
+        `max_concurrency:`, else the config's (when both are given, the smaller). The scheduler
+        holds that limit, so a step is "running" only while it really runs.
+        """
         from .workflow import Workflow, execute_workflow
 
         wf = workflow if isinstance(workflow, Workflow) else _load_workflow(workflow)
         run_id = uuid.uuid4().hex[:12]
 
-        async def execute(step: Any, task: str) -> AgentResult:
+        def prepare(step: Any, task: str) -> _Prepared:
             call = AgentCall(
                 step.agent,
                 task,
@@ -261,11 +267,15 @@ class AsyncAgentOrchestrator:
                 use_cache and step.cache is not False,
             )
             tags = _Tags(run_id=run_id, workflow=wf.name, step=step.id)
-            prepared = self._prepare(
+            return self._prepare(
                 call, tags, timeout_s=step.timeout_s, max_attempts=step.max_attempts
             )
-            return await self._execute(prepared, self._semaphore)
 
+        async def execute(step: Any, task: str) -> AgentResult:
+            return await self._execute(prepare(step, task), None)
+
+        if max_concurrency is None and wf.max_concurrency is None:
+            max_concurrency = self.config.max_concurrency
         coro = execute_workflow(
             wf,
             execute,
@@ -309,10 +319,16 @@ class AsyncAgentOrchestrator:
         return await self._home.run_async(coro)
 
     async def _aclose_on_home(self) -> None:
-        if self._backend is not None:
-            await self._backend.aclose()
-        if self._cache is not None:
-            await self._cache.aclose()
+        try:
+            if self._backend is not None:
+                await self._backend.aclose()
+        finally:
+            try:
+                if self._cache is not None:
+                    await self._cache.aclose()
+            finally:
+                # Flushes pending records and stops the writer thread (a no-op without a file).
+                self.tracker.close()
 
     def _prepare(
         self,
@@ -383,32 +399,39 @@ class AsyncAgentOrchestrator:
             raise first from None
         return [r for r in results if r is not None]
 
-    async def _execute(self, p: _Prepared, limiter: asyncio.Semaphore) -> AgentResult:
+    async def _execute(self, p: _Prepared, limiter: asyncio.Semaphore | None) -> AgentResult:
         """Cache lookup, then a slot and the attempts; one CallRecord whatever happens."""
-        started_at = datetime.now(UTC)
-        t0 = time.perf_counter()
-        cache = self.cache if p.use_cache else None
-        if cache is not None and cache.is_excluded(p.spec.name, p.spec.cache):
-            cache = None
-        timing = _Timing(t0)
+        timing = _Timing()
+        cache = self._cache_for(p)
         try:
             if cache is None:
                 response, attempts = await self._attempts(p, limiter, timing)
                 tier: str | None = None
             else:
-                key = self._cache_key(p)
 
                 async def compute() -> dict[str, Any]:
                     resp, n = await self._attempts(p, limiter, timing)
                     return _payload(resp, n)
 
+                key = self._cache_key(p)
                 payload, tier = await cache.get_or_compute(key, compute, agent=p.spec.name)
                 response, attempts = _from_payload(payload)
         except BaseException as exc:
-            self._record_failure(p, started_at, t0, timing, exc)
+            self._record_failure(p, timing, exc)
             raise
-        latency_ms = (time.perf_counter() - t0) * 1000
-        hit = tier is not None
+        return self._succeeded(p, response, attempts, tier is not None, timing)
+
+    def _cache_for(self, p: _Prepared) -> ResponseCache | None:
+        cache = self._cache if p.use_cache else None
+        if cache is not None and cache.is_excluded(p.spec.name, p.spec.cache):
+            return None
+        return cache
+
+    def _succeeded(
+        self, p: _Prepared, response: BackendResponse, attempts: int, hit: bool, timing: _Timing
+    ) -> AgentResult:
+        """The result of a call that got its answer, and its CallRecord."""
+        latency_ms = (time.perf_counter() - timing.t0) * 1000
         full_cost = self.prices.cost(response.model, response.usage)
         result = AgentResult(
             agent=p.spec.name,
@@ -422,7 +445,7 @@ class AsyncAgentOrchestrator:
             cached=hit,
             backend=response.backend or self.backend.kind,
             request_id=response.request_id,
-            started_at=started_at,
+            started_at=timing.started_at,
         )
         self.tracker.record(
             CallRecord(
@@ -432,7 +455,7 @@ class AsyncAgentOrchestrator:
                 agent=p.spec.name,
                 model=response.model,
                 backend=result.backend,
-                started_at=started_at,
+                started_at=timing.started_at,
                 latency_ms=latency_ms,
                 queue_ms=timing.queue_ms,
                 attempts=result.attempts,
@@ -454,7 +477,7 @@ class AsyncAgentOrchestrator:
 
         r = p.request
         return make_key(
-            backend=self.backend.kind,
+            backend=self.backend.cache_identity,
             agent=p.spec.name,
             prompt_hash=p.spec.prompt_hash,
             model=r.model,
@@ -465,11 +488,25 @@ class AsyncAgentOrchestrator:
         )
 
     async def _attempts(
-        self, p: _Prepared, limiter: asyncio.Semaphore, timing: _Timing
+        self,
+        p: _Prepared,
+        limiter: asyncio.Semaphore | None,
+        timing: _Timing,
+        attempt_once: Callable[[], Awaitable[BackendResponse]] | None = None,
+        shown: Callable[[], bool] | None = None,
     ) -> tuple[BackendResponse, int]:
-        """Hold a concurrency slot and try up to `max_attempts` times."""
-        backend = self.backend
-        async with limiter:
+        """Hold a concurrency slot and try up to `max_attempts` times.
+
+        `attempt_once` makes one attempt (default: `backend.create`); `shown` tells whether a
+        failed attempt already showed text (a stream), after which a retry would repeat it.
+        """
+        if attempt_once is None:
+            backend, request = self.backend, p.request
+
+            def attempt_once() -> Awaitable[BackendResponse]:
+                return backend.create(request)
+
+        async with limiter if limiter is not None else _NO_LIMIT:
             timing.queue_ms = (time.perf_counter() - timing.t0) * 1000
             attempt = 0
             while True:
@@ -477,7 +514,7 @@ class AsyncAgentOrchestrator:
                 timing.attempts = attempt
                 try:
                     async with asyncio.timeout(p.timeout_s) as scope:
-                        return await backend.create(p.request), attempt
+                        return await attempt_once(), attempt
                 except TimeoutError:
                     if not scope.expired():
                         raise
@@ -486,14 +523,7 @@ class AsyncAgentOrchestrator:
                     )
                 except BackendError as exc:
                     error = exc
-                if not error.retryable or attempt >= p.max_attempts:
-                    raise AgentCallError(
-                        f"agent {p.spec.name!r} failed after {attempt} attempt"
-                        f"{'s' if attempt != 1 else ''}: {type(error).__name__}: {error}",
-                        agent=p.spec.name,
-                        attempts=attempt,
-                        last_error=error,
-                    ) from error
+                self._give_up_if_final(p, attempt, error, final=shown is not None and shown())
                 delay = self._backoff(attempt, error)
                 logger.info(
                     "retrying agent %s after %s (attempt %d of %d, waiting %.2f s)",
@@ -511,18 +541,38 @@ class AsyncAgentOrchestrator:
                 )
                 await asyncio.sleep(delay)
 
+    def _give_up_if_final(
+        self, p: _Prepared, attempt: int, error: BackendError, *, final: bool = False
+    ) -> None:
+        """Raise the call's final `AgentCallError` unless `error` is worth another attempt."""
+        retry_after = getattr(error, "retry_after", None)
+        why = ""
+        if retry_after is not None and retry_after > self.config.max_retry_wait_s:
+            # A notebook should not hang for an hour on a server's hint: say so and stop.
+            why = (
+                f" (the server asked to wait {retry_after:g} s, more than "
+                f"max_retry_wait_s={self.config.max_retry_wait_s:g})"
+            )
+        if final or why or not error.retryable or attempt >= p.max_attempts:
+            raise AgentCallError(
+                f"agent {p.spec.name!r} failed after {attempt} attempt"
+                f"{'s' if attempt != 1 else ''}: {type(error).__name__}: {error}{why}",
+                agent=p.spec.name,
+                attempts=attempt,
+                last_error=error,
+            ) from error
+
     def _backoff(self, attempt: int, error: BackendError) -> float:
         """Seconds to wait before the next attempt: retry-after if given, else full jitter."""
         cfg = self.config
-        if isinstance(error, RateLimitError) and error.retry_after is not None:
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
             # Honour the server's hint; a little extra spreads a burst of retries apart.
-            return error.retry_after + self._rng.uniform(0, 0.1 * cfg.backoff_base_s)
+            return float(retry_after) + self._rng.uniform(0, 0.1 * cfg.backoff_base_s)
         ceiling = min(cfg.backoff_cap_s, cfg.backoff_base_s * 2 ** (attempt - 1))
         return self._rng.uniform(ceiling / 2, ceiling)
 
-    def _record_failure(
-        self, p: _Prepared, started_at: datetime, t0: float, timing: _Timing, exc: BaseException
-    ) -> None:
+    def _record_failure(self, p: _Prepared, timing: _Timing, exc: BaseException) -> None:
         cause = exc.last_error if isinstance(exc, AgentCallError) else exc
         self.tracker.record(
             CallRecord(
@@ -532,8 +582,8 @@ class AsyncAgentOrchestrator:
                 agent=p.spec.name,
                 model=p.request.model,
                 backend=self.backend.kind,
-                started_at=started_at,
-                latency_ms=(time.perf_counter() - t0) * 1000,
+                started_at=timing.started_at,
+                latency_ms=(time.perf_counter() - timing.t0) * 1000,
                 queue_ms=timing.queue_ms,
                 attempts=timing.attempts,
                 cache_hit=False,
@@ -563,19 +613,14 @@ class AsyncAgentOrchestrator:
     async def _stream_execute(
         self, p: _Prepared, push: Callable[[tuple[str, Any]], None]
     ) -> AgentResult:
-        cache = self.cache if p.use_cache else None
-        if cache is not None and cache.is_excluded(p.spec.name, p.spec.cache):
-            cache = None
+        timing = _Timing()
+        cache = self._cache_for(p)
         if cache is not None:
             hit = await cache.get(self._cache_key(p))
-            if hit is not None:
-                # A cached answer arrives at once; it goes through the normal path for metrics.
-                result = await self._execute(p, self._semaphore)
-                push(("chunk", result.text))
-                return result
-        started_at = datetime.now(UTC)
-        t0 = time.perf_counter()
-        timing = _Timing(t0)
+            if hit is not None:  # a cached answer arrives at once, as one chunk
+                response, attempts = _from_payload(hit[0])
+                push(("chunk", response.text))
+                return self._succeeded(p, response, attempts, True, timing)
         sent_any = False
 
         async def one_stream() -> BackendResponse:
@@ -592,88 +637,39 @@ class AsyncAgentOrchestrator:
             return final
 
         try:
-            async with self._semaphore:
-                timing.queue_ms = (time.perf_counter() - t0) * 1000
-                attempt = 0
-                while True:
-                    attempt += 1
-                    timing.attempts = attempt
-                    try:
-                        # The timeout covers the whole stream of one attempt.
-                        async with asyncio.timeout(p.timeout_s) as scope:
-                            response = await one_stream()
-                        break
-                    except TimeoutError:
-                        if not scope.expired():
-                            raise
-                        error: BackendError = BackendTimeoutError(
-                            f"attempt {attempt} timed out after {p.timeout_s:g} s"
-                        )
-                    except BackendError as exc:
-                        error = exc
-                    # Once text was shown, a retry would repeat it: only retry before that.
-                    if sent_any or not error.retryable or attempt >= p.max_attempts:
-                        raise AgentCallError(
-                            f"agent {p.spec.name!r} failed after {attempt} attempt"
-                            f"{'s' if attempt != 1 else ''}: {type(error).__name__}: {error}",
-                            agent=p.spec.name,
-                            attempts=attempt,
-                            last_error=error,
-                        ) from error
-                    await asyncio.sleep(self._backoff(attempt, error))
+            # The timeout covers the whole stream of one attempt.
+            response, attempts = await self._attempts(
+                p, self._semaphore, timing, one_stream, lambda: sent_any
+            )
         except BaseException as exc:
-            self._record_failure(p, started_at, t0, timing, exc)
+            self._record_failure(p, timing, exc)
             raise
         if cache is not None:
-            await cache.set(self._cache_key(p), _payload(response, attempt), agent=p.spec.name)
-        latency_ms = (time.perf_counter() - t0) * 1000
-        cost = self.prices.cost(response.model, response.usage)
-        result = AgentResult(
-            agent=p.spec.name,
-            model=response.model,
-            text=response.text,
-            usage=response.usage,
-            cost_usd=cost,
-            latency_ms=latency_ms,
-            attempts=attempt,
-            stop_reason=response.stop_reason,
-            cached=False,
-            backend=response.backend or self.backend.kind,
-            request_id=response.request_id,
-            started_at=started_at,
-        )
-        self.tracker.record(
-            CallRecord(
-                run_id=None,
-                workflow=None,
-                step=None,
-                agent=p.spec.name,
-                model=response.model,
-                backend=result.backend,
-                started_at=started_at,
-                latency_ms=latency_ms,
-                queue_ms=timing.queue_ms,
-                attempts=attempt,
-                cache_hit=False,
-                input_tokens=response.usage.input_tokens,
-                output_tokens=response.usage.output_tokens,
-                cache_read_tokens=response.usage.cache_read_tokens,
-                cache_write_tokens=response.usage.cache_write_tokens,
-                cost_usd=cost,
-                success=True,
-                error_type=None,
-            )
-        )
-        return result
+            await cache.set(self._cache_key(p), _payload(response, attempts), agent=p.spec.name)
+        return self._succeeded(p, response, attempts, False, timing)
+
+
+class _NoLimit:
+    """An `async with` that never waits: for calls whose caller already limits concurrency."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
 
 
 class _Timing:
-    """Mutable timing of one call, shared between the call and its failure record."""
+    """Mutable timing of one call, shared between the call and its record."""
 
-    __slots__ = ("attempts", "queue_ms", "t0")
+    __slots__ = ("attempts", "queue_ms", "started_at", "t0")
 
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC)
+        self.t0 = time.perf_counter()
         self.queue_ms = 0.0
         self.attempts = 0
 

@@ -185,3 +185,30 @@ steps:
     assert sorted(c.agent for c in backend2.calls) == ["code-reviewer", "writer"]
     assert rerun.steps["a"].cached and rerun.steps["c"].cached
     await again.aclose()
+
+
+async def test_sdk_over_the_simulator_never_shares_keys_with_the_real_api(tmp_path: Path) -> None:
+    from agentnb.orchestrator import AgentCall
+
+    sim = SimulatedBackend(latency_s=0.001, jitter=0.0)
+    over_sim = AnthropicBackend(
+        api_key="sk-test", base_url="http://sim.local", transport=simulator_transport(sim)
+    )
+    real = AnthropicBackend(api_key="sk-test")  # never called: only its key is computed
+    gateway = AnthropicBackend(api_key="sk-test", base_url="https://gateway.example")
+    keys = set()
+    for backend in (sim, over_sim, real, gateway):
+        orch, _ = make(tmp_path, backend=backend)
+        keys.add(orch._cache_key(orch._prepare(AgentCall("writer", "same request"))))
+        await orch.aclose()
+    assert len(keys) == 4
+    assert not real.client_created
+
+
+def test_cache_dir_that_is_a_file_fails_when_the_orchestrator_is_made(tmp_path: Path) -> None:
+    from agentnb import CacheError
+
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("I am a file")
+    with pytest.raises(CacheError, match="is a file"):
+        make(tmp_path)

@@ -230,6 +230,26 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 2.0 <= hinted <= 2.01
 
 
+async def test_a_retry_after_longer_than_allowed_fails_at_once() -> None:
+    orch, backend = make(max_retry_wait_s=5.0)
+    backend.inject("rate_limit", times=1, retry_after=3600)
+    t0 = time.monotonic()
+    with pytest.raises(AgentCallError) as info:
+        await orch.execute_agent("writer", "patience")
+    assert time.monotonic() - t0 < 3  # it did not wait the hour
+    assert "asked to wait 3600 s" in str(info.value) and info.value.attempts == 1
+    assert backend.call_count == 1
+    await orch.aclose()
+
+
+async def test_retry_after_on_overloaded_is_honoured(orch_backend: Any) -> None:
+    orch, backend = orch_backend
+    backend.inject("overloaded", times=1, retry_after=0.15)
+    result = await orch.execute_agent("writer", "busy server")
+    first, second = backend.calls[-2], backend.calls[-1]
+    assert result.attempts == 2 and second.started - first.ended >= 0.15
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 
 
@@ -365,6 +385,33 @@ def test_keyboard_interrupt_cancels_in_flight_calls_and_next_call_works() -> Non
     orch.close()
 
 
+def test_orchestrator_works_in_a_forked_child() -> None:
+    """After fork the child has no home-loop thread; the orchestrator makes a new one."""
+    import select
+    import warnings
+
+    orch, _ = sync_orch()
+    orch.execute_agent("writer", "parent first")  # the parent's loop thread exists now
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, then leave without pytest's cleanup
+        try:
+            os.write(write_end, orch.execute_agent("writer", "from the child").agent.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    ready, _, _ = select.select([read_end], [], [], 30)
+    answer = os.read(read_end, 100).decode() if ready else "<no answer: the child hung>"
+    os.close(read_end)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert answer == "writer"
+    orch.close()
+
+
 def test_closed_orchestrator_refuses_work() -> None:
     orch, _ = sync_orch()
     orch.close()
@@ -466,3 +513,14 @@ def test_default_orchestrator_is_shared_and_remade_after_close() -> None:
     third = default_orchestrator(reset=True)
     assert third is not second and second.aio._closed
     third.close()
+
+
+async def test_workflow_limit_above_the_config_limit_is_honoured() -> None:
+    """A workflow's own max_concurrency (6) wins over the config's (2); steps never queue."""
+    orch, backend = make(max_concurrency=2, backend_kw={"latencies": {"writer": 0.05}})
+    steps = "\n".join(f"  - {{id: s{i}, agent: writer, task: 'part {i}'}}" for i in range(6))
+    run = await orch.run_workflow(f"name: wide\nmax_concurrency: 6\nsteps:\n{steps}\n")
+    assert run.status == "succeeded"
+    assert backend.peak_in_flight == 6
+    assert (orch.metrics()["queue_ms"] < 40).all()  # no step waited for a slot (50 ms calls)
+    await orch.aclose()

@@ -94,6 +94,10 @@ class AgentNB(Configurable):
     backoff_cap_s = Float(
         _default("backoff_cap_s"), help="Longest wait between two attempts, in seconds."
     ).tag(config=True)
+    max_retry_wait_s = Float(
+        _default("max_retry_wait_s"),
+        help="Longest server retry-after honoured, in seconds; a longer one fails the call.",
+    ).tag(config=True)
     max_tokens = Int(
         _default("max_tokens"), help="Answer length limit for agents that set none."
     ).tag(config=True)
@@ -256,11 +260,11 @@ class AgentNB(Configurable):
         if _same(current.config, wanted) and not current.aio._closed:
             return current
         records = current.tracker
-        fresh = default_orchestrator(wanted)  # closes `current`
-        if fresh.tracker.path == records.path:
-            # The session's call records survive a rebuild (a new metrics_path brings its own).
-            fresh.tracker.close()
-            fresh.aio.tracker = records
+        fresh = default_orchestrator(wanted)  # closes `current`, flushing its metrics file
+        if records.path is None and fresh.tracker.path is None:
+            # The session's call records survive a rebuild. With a metrics_path the new tracker
+            # has already read them back from the file (a new path brings its own).
+            fresh.tracker.extend(records.records)
         return fresh
 
     def banner(self) -> str:
