@@ -141,10 +141,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "use_cache": not args.no_cache,
             }
             if args.stream:
+                # With --json, stdout carries only the JSON; the live text goes to stderr.
+                live = sys.stderr if args.json else sys.stdout
                 stream = orch.stream_agent(args.name, task, **kwargs)
                 for chunk in stream:
-                    print(chunk, end="", flush=True)
-                print()
+                    print(chunk, end="", flush=True, file=live)
+                print(file=live)
                 result = stream.result
                 assert result is not None
             else:

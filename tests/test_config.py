@@ -196,6 +196,12 @@ def test_api_key_never_shown(caplog: pytest.LogCaptureFixture) -> None:
         pickle.dumps(cfg.api_key)
 
 
+def test_bad_api_key_value_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(env={}, api_key=b"sk-ant-api03-BYTES-SECRET")
+    assert "BYTES-SECRET" not in str(info.value) and "'api_key'" in str(info.value)
+
+
 def test_secret_equality_without_disclosure() -> None:
     assert Secret("a") == Secret("a")
     assert Secret("a") != Secret("b")

@@ -1,0 +1,109 @@
+"""`python -m agentnb`: the main job, single agents, workflows, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentnb.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTNB_BACKEND", "simulated")
+    monkeypatch.setenv("AGENTNB_SIM_LATENCY_S", "0.002")
+
+
+def test_agent_prints_answer_and_footer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "writer", "Write", "a", "haiku"]) == 0
+    out, err = capsys.readouterr()
+    assert "Simulated answer" in out
+    assert "writer" in err and "simulated" in err
+
+
+def test_agent_stream_json_keeps_stdout_valid_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "--stream", "--json", "writer", "Stream", "this"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["agent"] == "writer" and data["backend"] == "simulated"
+    assert data["text"].strip() in err  # the live text went to stderr
+
+
+def test_unknown_agent_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "wrtier", "hello"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agentnb: error:") and "writer" in lines[0]
+    assert "Traceback" not in err and out == ""
+
+
+def test_bad_name_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "../etc/passwd", "x"]) == 2
+    assert "agentnb: error:" in capsys.readouterr().err
+
+
+def test_agents_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agents", "--json"]) == 0
+    names = {a["name"] for a in json.loads(capsys.readouterr().out)}
+    assert {"python-expert", "code-reviewer", "data-analyst", "writer"} <= names
+
+
+def test_run_workflow_dry_run_and_real(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    wf = ROOT / "examples" / "workflows" / "code-review.yaml"
+    src = tmp_path / "mod.py"
+    src.write_text("def f(x):\n    return 1 / x\n")
+    assert main(["run", str(wf), "--var", f"src=@{src}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "is valid" in out and "stage 1" in out
+    assert main(["run", str(wf), "--var", f"src=@{src}", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["status"] == "succeeded"
+
+
+def test_run_workflow_with_a_cycle_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "cycle.yaml"
+    bad.write_text(
+        "name: c\nsteps:\n"
+        "  - {id: a, agent: writer, task: 'x {{b}}'}\n"
+        "  - {id: b, agent: writer, task: 'y {{a}}'}\n"
+    )
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a -> b -> a" in err
+
+
+def test_config_never_shows_the_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-CLI-SECRET")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "CLI-SECRET" not in out and "***" in out
+
+
+def test_demo_is_the_main_job() -> None:
+    """The README's first command: a workflow, the metrics table and the speedup table."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentnb", "demo", "--latency", "0.01", "--calls", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "backend: simulated" in out
+    assert "WorkflowRun workflow 'code-review' succeeded" in out
+    assert "cost_usd" in out and "cache_hit" in out  # the metrics table
+    for mode in ("sequential", "concurrent", "cached"):
+        assert mode in out
+    assert "hits 100%" in out
