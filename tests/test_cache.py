@@ -46,7 +46,7 @@ from agentnb.cache.integrity import Signer
 from agentnb.cache.keys import key_document
 from agentnb.cache.memory import MemoryTier
 from agentnb.cache.schema import DB_NAME, EVICT_LRU
-from agentnb.cache.sqlite import SQLiteTier
+from agentnb.cache.sqlite import TOUCH_BATCH, SQLiteTier
 from agentnb.config import Config
 from agentnb.errors import CacheError
 from agentnb.loop import HomeLoop
@@ -501,6 +501,54 @@ async def test_a_locked_database_costs_a_warning_not_a_call(
     assert cache.stats()["errors"] == 3
     await cache.set(key(9), payload(9), agent="w")
     assert db_rows(cache_dir, "SELECT count(*) FROM entries") == [(1,)]
+
+
+async def test_reads_go_on_while_another_connection_holds_the_write_lock(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A read's own writes (the batched LRU touches, dropping an expired row) must neither turn
+    # a verified hit into a miss nor wait the busy timeout for another kernel's writer.
+    busy_timeout_s = 60.0
+    tier = SQLiteTier(
+        tmp_path / DB_NAME,
+        signer=Signer(SECRET),
+        max_bytes=1 << 20,
+        clock=clock,
+        busy_timeout_s=busy_timeout_s,
+    )
+    try:
+        for i in range(4):
+            value = json.dumps(payload(i)).encode()
+            await tier.set(key(i), agent="w", value=value, expires_at=None)
+        await tier.set(key("old"), agent="w", value=b"{}", expires_at=clock() + 1)
+        clock.advance(10)
+        locker = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            start = time.monotonic()
+            with caplog.at_level(logging.DEBUG, logger="agentnb.cache"):
+                for i in range(TOUCH_BATCH + 3):
+                    got = await tier.get(key(i % 4))
+                    assert got is not None and got.payload == payload(i % 4)
+                assert await tier.get(key("old")) is None  # expired: not served, not waited for
+            # Far below the busy timeout: nothing waited for the lock.
+            assert time.monotonic() - start < busy_timeout_s / 4
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert tier.errors == 0 and warnings_of(caplog) == []
+        assert "writing LRU touches deferred" in caplog.text
+        assert len(tier._touches) >= TOUCH_BATCH  # kept for a later flush
+        assert tier.call(lambda: tier.connection.execute("PRAGMA busy_timeout").fetchone()) == (
+            busy_timeout_s * 1000,
+        )
+        # With the lock free again, the next read writes the queued touches.
+        await tier.get(key(0))
+        assert len(tier._touches) == 0
+        touched = db_rows(tmp_path, "SELECT accessed_at FROM entries WHERE key != ?", key("old"))
+        assert touched == [(clock(),)] * 4
+    finally:
+        tier.close()
 
 
 def test_a_file_that_is_not_a_database_is_moved_aside(

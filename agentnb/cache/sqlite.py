@@ -11,7 +11,9 @@ deletes expired rows through the expiry index, then the least recently used rows
 `DELETE ... WHERE rowid IN (SELECT rowid FROM entries ORDER BY accessed_at LIMIT n)`, which walks
 the `accessed_at` index from its start (no scan, no sort), until the bytes are under 90% of the
 bound. Reads do not write: the keys they (and memory-tier hits) touch are queued and their
-`accessed_at` written in one batch later.
+`accessed_at` written in one batch later. The writes a read does make (that batch, dropping an
+expired or bad row) only happen if the write lock is free at once: a read never waits for, or
+fails because of, another kernel's writer.
 
 Two processes (two kernels) may share the directory: WAL lets readers and one writer work at once
 and `busy_timeout` makes writers wait their turn (opening also retries while another connection
@@ -285,10 +287,12 @@ class SQLiteTier:
             return None
         value, mac, agent, expires_at = rows[0]
         now = self._clock()
+        drop = "DELETE FROM entries WHERE key = ? AND mac IS ?"
         try:
             if expires_at is not None and float(expires_at) <= now:
-                conn.execute("DELETE FROM entries WHERE key = ? AND mac IS ?", (key, mac))
-                self.expirations += 1
+                # Not deleted now (another writer busy)? The next read or sweep does it.
+                if self._write_if_free("dropping an expired entry", conn, drop, (key, mac)):
+                    self.expirations += 1
                 return None
             if not self._signer.verify(key, value, mac):
                 raise _BadRow("its HMAC does not match (tampered, truncated or another secret)")
@@ -297,7 +301,7 @@ class SQLiteTier:
                 raise _BadRow("it does not parse as a cache entry")
         except (_BadRow, ValueError, TypeError) as exc:
             reason = str(exc) if isinstance(exc, _BadRow) else "it does not parse"
-            conn.execute("DELETE FROM entries WHERE key = ? AND mac IS ?", (key, mac))
+            self._write_if_free("dropping a bad entry", conn, drop, (key, mac))
             self.integrity_failures += 1
             self._log.warning(
                 "integrity",
@@ -310,7 +314,7 @@ class SQLiteTier:
             return None
         self._touches.append((now, key))
         if len(self._touches) >= TOUCH_BATCH:
-            self._flush_touches(conn)
+            self._write_if_free("writing LRU touches", conn, None, ())
         return StoredEntry(
             payload, agent, len(value), None if expires_at is None else float(expires_at)
         )
@@ -336,6 +340,33 @@ class SQLiteTier:
                 self._evict(conn)
             elif len(self._touches) >= TOUCH_BATCH:
                 self._apply_touches(conn)
+
+    def _write_if_free(
+        self, what: str, conn: sqlite3.Connection, sql: str | None, args: tuple[Any, ...]
+    ) -> bool:
+        """Run `sql` (None: flush the touches) unless another connection holds the write lock.
+
+        For the read path, whose answer is already verified: it must neither wait the busy
+        timeout for a writer in another kernel nor fail because of one. So the lock is tried
+        once (busy timeout 0 for the statement); on failure the work is left for later (queued
+        touches stay queued, the deque dropping the oldest past its bound) and the read goes on.
+        Returns whether the write happened.
+        """
+        (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            if sql is None:
+                self._flush_touches(conn)
+            else:
+                conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            logger.debug("response cache %s: %s deferred (%s)", self.path, what, exc)
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
+        return True
 
     def _flush_touches(self, conn: sqlite3.Connection) -> None:
         if self._touches:
