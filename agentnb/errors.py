@@ -17,8 +17,8 @@ AgentnbError
  ├── CacheError                   cache directory unusable, Redis misconfigured
  ├── AgentCallError               a call failed for good: agent, attempts made, last cause
  └── BackendError                 raised by backends; `retryable` says whether to try again
-      ├── RetryableError
-      │    ├── RateLimitError        429, carries `retry_after` (seconds) when the server sent it
+      ├── RetryableError             `retry_after`: the server's hint in seconds, when it sent one
+      │    ├── RateLimitError        429
       │    ├── OverloadedError       529
       │    ├── ServerError           500-599 (and 408/409, which the API also asks to retry)
       │    ├── BackendTimeoutError   the attempt ran past its timeout
@@ -153,13 +153,28 @@ class BackendError(AgentnbError):
 
 
 class RetryableError(BackendError):
-    """A transient failure: the same request may succeed if tried again."""
+    """A transient failure: the same request may succeed if tried again.
+
+    `retry_after` is the server's hint in seconds (a `retry-after` header on a 429, 529 or
+    503, ...), or None; the orchestrator waits at least that long before the next attempt.
+    """
 
     retryable = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, request_id=request_id)
+        self.retry_after = retry_after
+
 
 class RateLimitError(RetryableError):
-    """429: too many requests; `retry_after` is the server's hint in seconds, if any."""
+    """429: too many requests."""
 
     def __init__(
         self,
@@ -169,8 +184,9 @@ class RateLimitError(RetryableError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status_code=status_code, request_id=request_id)
-        self.retry_after = retry_after
+        super().__init__(
+            message, status_code=status_code, request_id=request_id, retry_after=retry_after
+        )
 
 
 class OverloadedError(RetryableError):
@@ -214,18 +230,24 @@ def error_for_status(
 ) -> BackendError:
     """Map an HTTP status code to the matching `BackendError` subclass.
 
+    `retry_after` is kept on every retryable error (429, 529, 5xx, 408/409) and dropped on the
+    others, which are not to be retried at all.
+
     Example:
         >>> type(error_for_status(529, "busy")).__name__
         'OverloadedError'
     """
+    retryable: type[RetryableError] | None = None
     if status_code == 429:
-        return RateLimitError(
-            message, status_code=429, request_id=request_id, retry_after=retry_after
+        retryable = RateLimitError
+    elif status_code == 529:
+        retryable = OverloadedError
+    elif status_code in (408, 409) or 500 <= status_code < 600:
+        retryable = ServerError
+    if retryable is not None:
+        return retryable(
+            message, status_code=status_code, request_id=request_id, retry_after=retry_after
         )
-    if status_code == 529:
-        return OverloadedError(message, status_code=529, request_id=request_id)
-    if status_code in (408, 409) or 500 <= status_code < 600:
-        return ServerError(message, status_code=status_code, request_id=request_id)
     kinds: dict[int, type[BackendError]] = {
         401: AuthenticationError,
         403: PermissionDeniedError,

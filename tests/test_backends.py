@@ -35,7 +35,9 @@ from agentnb.errors import (
     BadRequestError,
     OverloadedError,
     RateLimitError,
+    RetryableError,
     ServerError,
+    error_for_status,
 )
 
 MODEL = "claude-sonnet-5-5"
@@ -156,7 +158,9 @@ async def test_each_fault_kind_raises_its_agentnb_error(
     assert error.retryable is retryable
     assert error.status_code == status
     if kind == "rate_limit":
-        assert isinstance(error, RateLimitError) and error.retry_after == 2.5
+        assert isinstance(error, RateLimitError)
+    if retryable and status is not None:  # the server's hint, on 429 as on 529 and 500
+        assert isinstance(error, RetryableError) and error.retry_after == 2.5
     if status is not None:
         assert error.request_id and error.request_id.startswith("req_sim_")
     assert sim_backend.calls[-1].error == kind and sim_backend.in_flight == 0
@@ -345,7 +349,7 @@ async def test_transport_sends_errors_as_the_api_does(
     assert r.status_code == status
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == error_type
     assert r.headers["request-id"].startswith("req_sim_")
-    assert r.headers.get("retry-after") == ("3" if kind == "rate_limit" else None)
+    assert r.headers.get("retry-after") == (None if kind == "authentication" else "3")
 
 
 async def test_transport_connection_fault_is_a_connect_error(
@@ -774,3 +778,128 @@ def test_backend_classes_expose_their_kind() -> None:
     }
     for kind, make in kinds.items():
         assert make().kind == kind
+
+
+def test_cache_identity_tells_the_real_api_from_other_servers_and_the_simulator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    sim = SimulatedBackend()
+    assert sim.cache_identity == "simulated"
+    assert AnthropicBackend().cache_identity == "anthropic"
+    assert AnthropicBackend(base_url="https://api.anthropic.com/").cache_identity == "anthropic"
+    gateway = AnthropicBackend(base_url="https://gateway.example/v1/")
+    assert gateway.cache_identity == "anthropic@https://gateway.example/v1"
+    over_sim = AnthropicBackend(transport=simulator_transport(sim))
+    assert over_sim.cache_identity == "simulated-http"
+    client = httpx2.AsyncClient(transport=simulator_transport(sim))
+    assert AnthropicBackend(http_client=client).cache_identity == "simulated-http"
+    # The SDK reads ANTHROPIC_BASE_URL when no base_url is given.
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://localhost:8080")
+    assert AnthropicBackend().cache_identity == "anthropic@http://localhost:8080"
+    identities = {b.cache_identity for b in (sim, AnthropicBackend(), gateway, over_sim)}
+    assert len(identities) == 4
+
+
+def sse_error_transport(error_type: str, headers: dict[str, str] | None = None) -> Any:
+    """A server that starts a 200 stream, sends one delta, then an `error` event."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": MODEL,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    }
+    events = [
+        ("message_start", start),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hi"},
+            },
+        ),
+        ("error", {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}),
+    ]
+    body = b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+    )
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200,
+            headers={
+                "content-type": "text/event-stream",
+                "request-id": "req_mid",
+                **(headers or {}),
+            },
+            content=body,
+        )
+
+    return httpx2.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "cls", "status"),
+    [
+        ("overloaded_error", OverloadedError, 529),
+        ("rate_limit_error", RateLimitError, 429),
+        ("api_error", ServerError, 500),
+        ("some_new_error", ServerError, 500),
+        ("invalid_request_error", BadRequestError, 400),
+    ],
+)
+async def test_an_error_event_mid_stream_is_mapped_by_its_type(
+    error_type: str, cls: type[BackendError], status: int
+) -> None:
+    transport = sse_error_transport(error_type, {"retry-after": "4"})
+    backend = AnthropicBackend(api_key="sk-test", base_url="http://sim", transport=transport)
+    seen: list[object] = []
+    with pytest.raises(BackendError) as info:
+        async for item in backend.stream(req()):
+            seen.append(item)
+    await backend.aclose()
+    error = info.value
+    assert seen == ["Hi"]
+    assert type(error) is cls and error.status_code == status
+    assert error.retryable is (status != 400) and error.request_id == "req_mid"
+    assert "mid-stream" in str(error) and error_type in str(error)
+    if isinstance(error, RetryableError):
+        assert error.retry_after == 4.0
+
+
+@pytest.mark.parametrize("status", [429, 500, 503, 529, 408])
+def test_retry_after_is_kept_for_every_retryable_status(status: int) -> None:
+    error = error_for_status(status, "busy", retry_after=7.0)
+    assert isinstance(error, RetryableError) and error.retry_after == 7.0
+    assert error.status_code == status
+    assert RetryableError("x").retry_after is None
+    assert RateLimitError("x").status_code == 429
+    refused = error_for_status(400, "bad", retry_after=7.0)
+    assert not refused.retryable and not hasattr(refused, "retry_after")
+
+
+async def test_sdk_honours_retry_after_on_an_overload(sim_backend: SimulatedBackend) -> None:
+    sim_backend.inject("overloaded", retry_after=3)
+    backend = AnthropicBackend(
+        api_key="sk-test", base_url="http://sim", transport=simulator_transport(sim_backend)
+    )
+    with pytest.raises(OverloadedError) as info:
+        await backend.create(req())
+    await backend.aclose()
+    assert info.value.retry_after == 3.0

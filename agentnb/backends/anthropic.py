@@ -19,6 +19,7 @@ import datetime as _dt
 import email.utils
 import logging
 import math
+import os
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -47,6 +48,22 @@ __all__ = ["AnthropicBackend", "parse_retry_after"]
 _NEEDS_STREAMING = "Streaming is required"
 _log = logging.getLogger(__name__)
 _AGENT_HEADER = "x-agentnb-agent"  # sim_http.AGENT_HEADER; sent to the simulator only
+_DEFAULT_BASE_URL = "https://api.anthropic.com"  # the SDK's default
+# The status the API gives each error type, for errors that arrive as an SSE `error` event
+# after a 200; an unknown type counts as a server error (the request had been accepted).
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 
 
 class AnthropicBackend(Backend):
@@ -88,6 +105,24 @@ class AnthropicBackend(Backend):
     @property
     def label(self) -> str:
         return "claude"
+
+    @property
+    def cache_identity(self) -> str:
+        """`anthropic` for the public API, `anthropic@<url>` for another server, and
+        `simulated-http` when the transport is the simulator's, so that answers from a proxy,
+        a gateway or the simulator are never served to a call made on the real API.
+
+        Example:
+            >>> AnthropicBackend(base_url="https://gateway.example/").cache_identity
+            'anthropic@https://gateway.example'
+        """
+        if _is_simulator(self._transport) or _is_simulator(
+            getattr(self._http_client, "_transport", None)
+        ):
+            return "simulated-http"
+        url = self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or _DEFAULT_BASE_URL
+        url = url.strip().rstrip("/")
+        return self.kind if url == _DEFAULT_BASE_URL else f"{self.kind}@{url}"
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "from environment"
@@ -231,9 +266,17 @@ class AnthropicBackend(Backend):
             headers = exc.response.headers
             detail = exc.api_message or exc.message
             kind = f" ({exc.type})" if exc.type else ""
+            status = exc.status_code
+            if status < 400:
+                # An `error` event inside a stream that began with 200: the body's type is the
+                # only thing that says what went wrong (e.g. overloaded_error mid-answer).
+                status = _STATUS_OF_ERROR_TYPE.get(str(exc.type), 500)
+                where = "mid-stream"
+            else:
+                where = str(status)
             return error_for_status(
-                exc.status_code,
-                self._scrub(f"Anthropic API error {exc.status_code}{kind}: {detail}"),
+                status,
+                self._scrub(f"Anthropic API error {where}{kind}: {detail}"),
                 request_id=exc.request_id,
                 retry_after=parse_retry_after(headers),
             )
@@ -274,6 +317,8 @@ class AnthropicBackend(Backend):
 
 
 def _is_simulator(transport: object) -> bool:
+    if transport is None:
+        return False
     # Imported here: the simulator's transport module is only loaded when it is in use.
     from .sim_http import SimulatorTransport
 

@@ -100,8 +100,9 @@ class BackendResponse:
 class Backend(abc.ABC):
     """A source of model answers: the Anthropic API or the offline simulator.
 
-    Subclasses set `kind` ("anthropic", "simulated", ...): it is part of every cache key, so an
-    answer from one kind is never served to a call made on another.
+    Subclasses set `kind` ("anthropic", "simulated", ...), the family of backend; the cache key
+    records `cache_identity`, which a subclass narrows when one kind can reach different sources
+    of answers (another server, the simulator behind the SDK).
     """
 
     kind: ClassVar[str] = "abstract"
@@ -116,6 +117,17 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the backend must not be used afterwards."""
+
+    @property
+    def cache_identity(self) -> str:
+        """What the cache key records as the backend: answers are never shared across identities.
+
+        Example:
+            >>> from agentnb.backends import SimulatedBackend
+            >>> SimulatedBackend().cache_identity
+            'simulated'
+        """
+        return self.kind
 
     @property
     def label(self) -> str:

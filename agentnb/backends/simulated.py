@@ -39,6 +39,7 @@ from ..errors import (
     BadRequestError,
     OverloadedError,
     RateLimitError,
+    RetryableError,
     ServerError,
 )
 from .base import Backend, BackendRequest, BackendResponse, Usage
@@ -256,6 +257,10 @@ class SimulatedBackend(Backend):
     ) -> None:
         """Make the next `times` calls (only `agent`'s, if given) fail with fault `kind`.
 
+        `retry_after` is the server's hint the error carries (kinds with a retryable HTTP
+        status only: rate_limit, overloaded, server_error); a `rate_limit` without one carries
+        `retry_after_s`.
+
         Example:
             >>> sim = SimulatedBackend(latency_s=0)
             >>> sim.inject("rate_limit", retry_after=2.0)
@@ -372,6 +377,8 @@ class SimulatedBackend(Backend):
                 retry_after=wait,
             )
         cls, status, message = _FAULT_ERRORS[kind]
+        if status is not None and issubclass(cls, RetryableError):  # a server's answer
+            raise cls(message, status_code=status, request_id=request_id, retry_after=retry_after)
         raise cls(message, status_code=status, request_id=request_id)
 
     def _usage(self, request: BackendRequest, plan: _Plan, now: float) -> Usage:
