@@ -284,6 +284,9 @@ class AsyncAgentOrchestrator:
             progress=progress,
             resume=resume,
             agents=self.agents,
+            # A step is reused from `resume` only if its cache key (prompt, backend, model, ...)
+            # is unchanged, so an edited agent or a switch to Claude runs it again.
+            fingerprint=lambda step, task: self._cache_key(prepare(step, task)),
         )
         return await self._on_home(coro)
 

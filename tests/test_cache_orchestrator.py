@@ -212,3 +212,24 @@ def test_cache_dir_that_is_a_file_fails_when_the_orchestrator_is_made(tmp_path: 
     not_a_dir.write_text("I am a file")
     with pytest.raises(CacheError, match="is a file"):
         make(tmp_path)
+
+
+async def test_resume_reruns_a_step_whose_agent_prompt_changed(tmp_path: Path) -> None:
+    registry = AgentRegistry(include_default_dirs=False)
+    registry.register(AgentSpec(name="critic", description="d", system_prompt="Be harsh."))
+    orch, backend = make(tmp_path, agents=registry, cache_enabled=False)
+    text = """
+name: edit-then-resume
+steps:
+  - {id: draft, agent: writer, task: "Draft a note"}
+  - {id: review, agent: critic, task: "Review {{draft}}"}
+"""
+    first = await orch.run_workflow(text)
+    assert first.status == "succeeded" and backend.call_count == 2
+    same = await orch.run_workflow(text, resume=first)
+    assert backend.call_count == 2 and same.steps["review"].cached  # nothing changed: reused
+    registry.register(AgentSpec(name="critic", description="d", system_prompt="Be kind."))
+    edited = await orch.run_workflow(text, resume=first)
+    assert [c.agent for c in backend.calls[2:]] == ["critic"]  # only the edited agent ran
+    assert not edited.steps["review"].cached and edited.steps["draft"].cached
+    await orch.aclose()

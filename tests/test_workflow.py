@@ -1,18 +1,21 @@
 """The workflow scheduler, runs, resume, progress and timeline, driven by a sleep executor.
 
 The executor below is the scheduler's real contract (an async function from step and task to an
-`AgentResult`); it sleeps a per-step latency and records the order of starts and ends and how
-many steps were in flight. Assertions are on recorded order and overlap, never on wall time.
+`AgentResult`); it sleeps a per-step latency, can wait for another step's start or end, and
+records the order of starts and ends and how many steps were in flight. Assertions are on
+recorded order and overlap, never on wall time; where an order matters, a step waits for the
+event it must come after instead of relying on a sleep being long enough.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import json
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +39,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 BUILTIN_AGENTS = {"python-expert", "code-reviewer", "data-analyst", "writer"}
 
 
+#: How long a step waits for the event named in `Recorder(until=...)` before ending anyway.
+UNTIL_TIMEOUT_S = 5.0
+
+
 class Recorder:
-    """A step executor that sleeps, records order and concurrency, and fails on request."""
+    """A step executor that sleeps, records order and concurrency, and fails on request.
+
+    `until={"B": ("end", "D")}` makes B, after its latency, wait until D has ended (at most
+    `UNTIL_TIMEOUT_S`): a scheduler that let B finish first would show it in the log.
+    """
 
     def __init__(
         self,
@@ -45,10 +56,13 @@ class Recorder:
         *,
         fail: Iterable[str] = (),
         cached: Iterable[str] = (),
+        until: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.latencies = dict(latencies or {})
         self.fail = set(fail)
         self.cached = set(cached)
+        self.until = dict(until or {})
+        self.seen: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
         self.log: list[tuple[str, str]] = []
         self.tasks: dict[str, str] = {}
         self.calls: Counter[str] = Counter()
@@ -59,17 +73,20 @@ class Recorder:
     async def __call__(self, step: Step, task: str) -> AgentResult:
         self.calls[step.id] += 1
         self.tasks[step.id] = task
-        self.log.append(("start", step.id))
+        self._record("start", step.id)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
             await asyncio.sleep(self.latencies.get(step.id, 0.0))
+            if step.id in self.until:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.seen[self.until[step.id]].wait(), UNTIL_TIMEOUT_S)
         except asyncio.CancelledError:
             self.cancelled.append(step.id)
             raise
         finally:
             self.in_flight -= 1
-            self.log.append(("end", step.id))
+            self._record("end", step.id)
         if step.id in self.fail:
             raise AgentCallError(
                 f"{step.id} broke",
@@ -84,6 +101,10 @@ class Recorder:
             backend="test",
             cached=step.id in self.cached,
         )
+
+    def _record(self, kind: str, step_id: str) -> None:
+        self.log.append((kind, step_id))
+        self.seen[kind, step_id].set()
 
     def at(self, kind: str, step_id: str) -> int:
         """Position of an event in the log."""
@@ -111,11 +132,13 @@ def diamond(**options: Any) -> Workflow:
 
 
 async def test_diamond_starts_each_step_when_its_own_dependencies_are_done() -> None:
-    ex = Recorder({"A": 0.005, "B": 0.05, "C": 0.005, "D": 0.005, "E": 0.005})
+    # B runs until D has ended: with supersteps D could only start once B had ended (B giving
+    # up after UNTIL_TIMEOUT_S), and the order below would show it.
+    ex = Recorder(until={"B": ("end", "D")})
     run = await execute_workflow(diamond(), ex)
     assert run.status == "succeeded"
     # D waits only for C, not for B (which shares C's "level"): no supersteps.
-    assert ex.at("start", "D") < ex.at("end", "B")
+    assert ex.at("start", "D") < ex.at("end", "D") < ex.at("end", "B")
     assert ex.at("end", "A") < min(ex.at("start", "B"), ex.at("start", "C"))
     assert ex.at("start", "E") > max(ex.at("end", "B"), ex.at("end", "D"))
     assert ex.tasks["E"] == "<B> <D>"
@@ -128,8 +151,9 @@ async def test_wide_fan_out_overlaps_and_grandchildren_start_early() -> None:
     steps += [(f"c{i}", "{{root}}") for i in range(n)]
     steps += [(f"g{i}", f"{{{{c{i}}}}}") for i in range(n)]
     steps += [("join", " ".join(f"{{{{g{i}}}}}" for i in range(n)))]
-    latencies = {f"c{i}": 0.002 + 0.003 * i for i in range(n)}  # c15 is slowest (47 ms)
-    ex = Recorder(latencies)
+    latencies = {f"c{i}": 0.001 * i for i in range(n - 1)}
+    # the last child runs until g0 has ended (which only progressive scheduling allows)
+    ex = Recorder(latencies, until={f"c{n - 1}": ("end", "g0")})
     run = await execute_workflow(workflow(*steps), ex)
     assert run.status == "succeeded"
     assert ex.peak >= n  # all children overlapped
@@ -189,7 +213,8 @@ async def test_fail_fast_cancels_running_steps_and_starts_nothing_new() -> None:
         on_error="fail_fast",
         max_concurrency=3,
     )
-    ex = Recorder({"A": 0.01, "slow": 0.05, "queued": 0.01}, fail={"A"})
+    # A fails once `queued` (started when `quick` freed a slot) is done; `slow` is still running
+    ex = Recorder({"slow": 5.0}, fail={"A"}, until={"A": ("end", "queued")})
     run = await execute_workflow(wf, ex)
     assert run.steps["quick"].status == "succeeded"
     assert run.steps["A"].status == "failed"
@@ -293,6 +318,53 @@ async def test_resume_reruns_steps_whose_task_or_options_changed() -> None:
     await execute_workflow(changed, ex, variables={"topic": "dogs"}, resume=first)
     # A's task and Y's options changed; B's task did not, because A's new output is the same
     assert sorted(ex.calls) == ["A", "Y"]
+
+
+async def test_resume_reruns_steps_whose_fingerprint_changed() -> None:
+    # The fingerprint stands for what the task does not show: the agent's prompt, the backend.
+    prompts = {"A": "v1", "B": "v1", "C": "v1", "X": "v1"}
+
+    def fingerprint(step: Step, task: str) -> str:
+        return f"{prompts[step.id]}|{task}"
+
+    wf = workflow(("A", "a"), ("B", "{{A}}"), ("C", "{{B}}"), ("X", "x"))
+    first = await execute_workflow(wf, Recorder(), fingerprint=fingerprint)
+    assert first.steps["B"].fingerprint == "v1|<A>"
+    restored = WorkflowRun.from_dict(json.loads(first.to_json()), wf)
+    assert restored.steps["B"].fingerprint == "v1|<A>"
+
+    prompts["B"] = "v2"  # B's agent was edited
+    for before in (first, restored):
+        ex = Recorder()
+        second = await execute_workflow(wf, ex, resume=before, fingerprint=fingerprint)
+        # C's task is unchanged (B's new output is the same text) and so is its fingerprint
+        assert sorted(ex.calls) == ["B"]
+        assert second.steps["B"].fingerprint == "v2|<A>" and not second.steps["B"].reused
+        assert second.steps["C"].reused and second.steps["C"].fingerprint == "v1|<B>"
+
+
+async def test_fingerprints_missing_on_either_side_or_failing() -> None:
+    wf = workflow(("A", "a"), ("B", "{{A}}"))
+    plain = await execute_workflow(wf, Recorder())
+    assert plain.steps["A"].fingerprint is None
+    # An older run without fingerprints is still reused; the new fingerprints are recorded.
+    ex = Recorder()
+    marked = await execute_workflow(wf, ex, resume=plain, fingerprint=lambda s, t: s.id)
+    assert not ex.calls and marked.steps["A"].fingerprint == "A"
+    # A caller without a fingerprint reuses too, and keeps what the answers came from.
+    ex = Recorder()
+    again = await execute_workflow(wf, ex, resume=marked)
+    assert not ex.calls and again.steps["B"].fingerprint == "B"
+
+    def broken(step: Step, task: str) -> str:
+        if step.id == "B":
+            raise LookupError("no such agent")
+        return step.id
+
+    ex = Recorder()
+    run = await execute_workflow(wf, ex, resume=marked, fingerprint=broken)
+    assert list(ex.calls) == ["B"] and run.status == "succeeded"  # not reused: run instead
+    assert run.steps["B"].fingerprint is None
 
 
 async def test_a_run_restored_from_json_can_be_resumed() -> None:

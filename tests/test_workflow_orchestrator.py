@@ -47,12 +47,16 @@ async def orch_backend() -> AsyncIterator[tuple[AsyncAgentOrchestrator, Simulate
     await orch.aclose()
 
 
-async def test_diamond_runs_progressively_through_the_orchestrator(
-    orch_backend: tuple[AsyncAgentOrchestrator, SimulatedBackend],
-) -> None:
-    orch, backend = orch_backend
+async def test_diamond_runs_progressively_through_the_orchestrator() -> None:
+    # B takes 1.5 s, the C -> D branch a few ms: D starting before B ends is a margin of more
+    # than a second, not a race (a superstep scheduler would start D only after B ended).
+    slow_b = {"writer": 0.001, "python-expert": 1.5, "code-reviewer": 0.001, "data-analyst": 0.001}
+    orch, backend = make(slow_b)
     events: list[StepEvent] = []
-    run = await orch.run_workflow(DIAMOND, {"src": "def f(): ..."}, progress=events.append)
+    try:
+        run = await orch.run_workflow(DIAMOND, {"src": "def f(): ..."}, progress=events.append)
+    finally:
+        await orch.aclose()
     assert run.status == "succeeded" and run.simulated
     calls = {c.agent if c.agent != "writer" else c.task[:5]: c for c in backend.calls}
     bugs, data = calls["python-expert"], calls["data-analyst"]

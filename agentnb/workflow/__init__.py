@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .model import OnError, Step, Workflow
 from .run import RunStatus, StepResult, StepStatus, WorkflowRun
-from .scheduler import StepEvent, StepExecutor, execute_workflow, iter_workflow
+from .scheduler import StepEvent, StepExecutor, StepFingerprint, execute_workflow, iter_workflow
 
 __all__ = [
     "OnError",
@@ -22,6 +22,7 @@ __all__ = [
     "Step",
     "StepEvent",
     "StepExecutor",
+    "StepFingerprint",
     "StepResult",
     "StepStatus",
     "Workflow",

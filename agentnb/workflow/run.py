@@ -45,6 +45,8 @@ class StepResult:
     `task` is the task as sent (placeholders filled); `result` is set when the step succeeded or
     was cached; `error` when it failed; `reason` when it was skipped. `reused` marks a result
     taken from the run passed as `resume=`. `attempts` counts calls made in this run.
+    `fingerprint` is what the scheduler's `fingerprint=` named for the step (the orchestrator's
+    cache key), or None; `resume=` reuses a result only while it still matches.
     """
 
     step_id: str
@@ -60,6 +62,7 @@ class StepResult:
     ended_at: datetime | None = None
     attempts: int = 0
     reused: bool = False
+    fingerprint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -108,6 +111,7 @@ class StepResult:
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "attempts": self.attempts,
             "reused": self.reused,
+            "fingerprint": self.fingerprint,
             "result": self.result.to_dict() if self.result is not None else None,
         }
 
@@ -130,6 +134,7 @@ class StepResult:
             ended_at=_datetime(data.get("ended_at")),
             attempts=int(data.get("attempts", 0)),
             reused=bool(data.get("reused", False)),
+            fingerprint=data.get("fingerprint"),
         )
 
 

@@ -39,12 +39,14 @@ from .parse import invalid
 from .run import StepResult, StepStatus, WorkflowRun
 from .template import render
 
-__all__ = ["StepEvent", "StepExecutor", "execute_workflow", "iter_workflow"]
+__all__ = ["StepEvent", "StepExecutor", "StepFingerprint", "execute_workflow", "iter_workflow"]
 
 log = logging.getLogger(__name__)
 
 #: Runs one step: `(step, task with placeholders filled) -> result`; raising marks it failed.
 StepExecutor = Callable[[Step, str], Awaitable[AgentResult]]
+#: Names everything a step's answer depends on: `(step, task with placeholders filled) -> str`.
+StepFingerprint = Callable[[Step, str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ async def execute_workflow(
     progress: Callable[[StepEvent], None] | None = None,
     resume: WorkflowRun | None = None,
     agents: Container[str] | None = None,
+    fingerprint: StepFingerprint | None = None,
 ) -> WorkflowRun:
     """Run every step of `workflow` through `execute` and return the `WorkflowRun`.
 
@@ -86,13 +89,29 @@ async def execute_workflow(
     state. With `resume=`, a step that has an output in that run, the same agent and options,
     and the same task after filling in placeholders is reused (status `cached`, `reused=True`)
     without calling `execute`.
+
+    `fingerprint(step, task)` names what else the answer depends on (the orchestrator passes
+    the step's cache key: agent prompt, backend, model, ...). It is called before a step is
+    reused or run and kept in `StepResult.fingerprint`; when both runs have one, a step is
+    reused only if they are equal. If it raises, the step is not reused but run (where the
+    same problem surfaces as the step's failure).
+
+    Example:
+        >>> run = await execute_workflow(wf, execute, resume=last,       # doctest: +SKIP
+        ...                              fingerprint=lambda step, task: key_for(step, task))
     """
     workflow.validate(agents=agents, variables=variables)
     limits = [n for n in (max_concurrency, workflow.max_concurrency) if n is not None]
     if any(n < 1 for n in limits):
         raise invalid(f"must be at least 1, got {min(limits)}", field="max_concurrency")
     scheduler = _Scheduler(
-        workflow, execute, variables or {}, min(limits) if limits else None, progress, resume
+        workflow,
+        execute,
+        variables or {},
+        min(limits) if limits else None,
+        progress,
+        resume,
+        fingerprint,
     )
     return await scheduler.run()
 
@@ -145,12 +164,15 @@ class _Scheduler:
         limit: int | None,
         progress: Callable[[StepEvent], None] | None,
         resume: WorkflowRun | None,
+        fingerprint: StepFingerprint | None,
     ) -> None:
         self.workflow = workflow
         self.execute = execute
         self.limit = limit
         self.progress = progress
         self.resume = resume
+        self.fingerprint = fingerprint
+        self.fingerprints: dict[str, str | None] = {}
         self.steps = workflow.steps
         self.index = workflow._graph.index
         self.dependents = workflow._graph.dependents
@@ -203,6 +225,7 @@ class _Scheduler:
             if step.id in self.results or self.stopping:
                 continue
             task = self._render(step)
+            self.fingerprints[step.id] = self._fingerprint(step, task)
             reused = self._reusable(step, task)
             if reused is not None:
                 now = self._now()
@@ -292,11 +315,25 @@ class _Scheduler:
                 values[name] = self.values[name]
         return render(step.task, values)
 
+    def _fingerprint(self, step: Step, task: str) -> str | None:
+        if self.fingerprint is None:
+            return None
+        try:
+            return self.fingerprint(step, task)
+        except Exception:
+            log.debug("workflow step %s: no fingerprint, so not reused", step.id, exc_info=True)
+            return None
+
     def _reusable(self, step: Step, task: str) -> AgentResult | None:
         if self.resume is None:
             return None
         before = self.resume.steps.get(step.id)
         if before is None or not before.ok or before.result is None or before.task != task:
+            return None
+        now = self.fingerprints.get(step.id)
+        if self.fingerprint is not None and now is None:
+            return None  # the fingerprint failed: nothing says the old answer still holds
+        if now is not None and before.fingerprint is not None and now != before.fingerprint:
             return None
         try:
             old = self.resume.workflow.step(step.id)
@@ -333,6 +370,9 @@ class _Scheduler:
             attempts = int(getattr(error, "attempts", 1))
         elif started is not None and not reused:
             attempts = 1
+        fingerprint = self.fingerprints.get(step.id)
+        if reused and fingerprint is None and self.resume is not None:
+            fingerprint = self.resume.steps[step.id].fingerprint  # what the answer came from
         self.results[step.id] = StepResult(
             step_id=step.id,
             agent=step.agent,
@@ -347,6 +387,7 @@ class _Scheduler:
             ended_at=datetime.now(UTC),
             attempts=attempts,
             reused=reused,
+            fingerprint=fingerprint,
         )
         self._emit(step.id, status, result=result, error=error, reason=reason)
 
