@@ -25,12 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_MODEL_ALIASES", "Config", "Secret"]
+__all__ = ["DEFAULT_MODEL_ALIASES", "Config", "Secret", "redact_url"]
 
 CONFIG_FILE = "agentnb.yaml"
 
@@ -182,12 +183,15 @@ class Config:
         return self.model_aliases.get(model, model)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as plain values, with the API key shown only as set/unset."""
+        """The settings as plain values, fit to show: the API key only as set/unset, and any
+        user name or password in a URL (`redis_url`, `base_url`) replaced by `***`."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "api_key":
                 out[f.name] = "***" if value else None
+            elif f.name.endswith("_url") and isinstance(value, str):
+                out[f.name] = redact_url(value)
             elif isinstance(value, Path):
                 out[f.name] = str(value)
             elif isinstance(value, list):
@@ -195,6 +199,23 @@ class Config:
             else:
                 out[f.name] = value
         return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "api_key")
+        return f"Config({shown})"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user name and password (if any) replaced by `***`.
+
+    Example:
+        >>> redact_url("redis://:hunter2@localhost:6379/0")
+        'redis://***@localhost:6379/0'
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 # -- loading helpers -------------------------------------------------------------------------

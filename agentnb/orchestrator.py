@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import queue
@@ -151,6 +152,10 @@ class AsyncAgentOrchestrator:
     ) -> None:
         self.config = config if config is not None else Config.load()
         self._backend = backend
+        # Parts given by the caller are theirs: `reconfigure` never replaces or closes them.
+        self._own_backend = backend is None
+        self._own_cache = cache is None
+        self._own_agents = agents is None
         self.agents = agents if agents is not None else AgentRegistry.from_config(self.config)
         if cache is None and self.config.cache_enabled and self.config.cache_backend != "none":
             from .cache import ResponseCache
@@ -293,6 +298,41 @@ class AsyncAgentOrchestrator:
     def metrics(self) -> pd.DataFrame:
         """Every call so far, one row each (see `agentnb.metrics.COLUMNS`)."""
         return self.tracker.to_dataframe()
+
+    async def reconfigure(self, config: Config) -> None:
+        """Switch to `config` in place, keeping what its changes do not touch.
+
+        The backend is remade only if a backend setting changed (backend, base_url, the key,
+        prompt_caching, sim_*), the cache only if a cache setting did (cache_*, redis_url; its
+        entries survive otherwise), the agents only if agents_dirs did, and the metrics file only
+        if metrics_path did. The call records so far are kept. Handles to this orchestrator stay
+        valid: this is how `%config AgentNB.<setting>` takes effect.
+        """
+        await self._on_home(self._reconfigure_on_home(config))
+
+    async def _reconfigure_on_home(self, config: Config) -> None:
+        old, self.config = self.config, config
+        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        if self._own_backend and _changed(old, config, _BACKEND_FIELDS, "sim_"):
+            backend, self._backend = self._backend, None
+            if backend is not None:
+                await backend.aclose()
+        if self._own_cache and _changed(old, config, _CACHE_FIELDS, "cache_"):
+            cache = self._cache
+            self._cache = None
+            if config.cache_enabled and config.cache_backend != "none":
+                from .cache import ResponseCache
+
+                self._cache = ResponseCache.from_config(config)
+            if cache is not None:
+                await cache.aclose()
+        if self._own_agents and old.agents_dirs != config.agents_dirs:
+            self.agents = AgentRegistry.from_config(config)
+        if old.metrics_path != config.metrics_path:
+            records, self.tracker = self.tracker, PerformanceTracker(path=config.metrics_path)
+            records.close()
+            if config.metrics_path is None:
+                self.tracker.extend(records.records)
 
     async def aclose(self) -> None:
         """Close the backend's connections and the cache; the orchestrator is done after this."""
@@ -677,6 +717,16 @@ class _Timing:
         self.attempts = 0
 
 
+_BACKEND_FIELDS = ("backend", "base_url", "prompt_caching", "api_key")
+_CACHE_FIELDS = ("redis_url",)
+
+
+def _changed(old: Config, new: Config, names: tuple[str, ...], prefix: str) -> bool:
+    """Whether any setting in `names` or starting with `prefix` differs."""
+    fields = [f for f in dataclasses.fields(Config) if f.name in names or f.name.startswith(prefix)]
+    return any(getattr(old, f.name) != getattr(new, f.name) for f in fields)
+
+
 def _payload(resp: BackendResponse, attempts: int) -> dict[str, Any]:
     """What the cache stores for a response: plain JSON values."""
     return {
@@ -929,6 +979,10 @@ class AgentOrchestrator:
     def metrics(self) -> pd.DataFrame:
         """Every call so far, one row each."""
         return self.aio.metrics()
+
+    def reconfigure(self, config: Config) -> None:
+        """Blocking `AsyncAgentOrchestrator.reconfigure`: apply `config` in place."""
+        self._run(self.aio.reconfigure(config))
 
     def close(self) -> None:
         """Close the backend's connections and the cache."""

@@ -196,6 +196,16 @@ def test_api_key_never_shown(caplog: pytest.LogCaptureFixture) -> None:
         pickle.dumps(cfg.api_key)
 
 
+def test_passwords_in_urls_are_never_shown() -> None:
+    cfg = Config.load(
+        env={}, redis_url="redis://:hunter2pw@cache.local:6379/0", base_url="https://u:pw@gw.local"
+    )
+    shown = repr(cfg) + str(cfg.to_dict())
+    assert "hunter2pw" not in shown and ":pw@" not in shown
+    assert cfg.to_dict()["redis_url"] == "redis://***@cache.local:6379/0"
+    assert cfg.redis_url.endswith("hunter2pw@cache.local:6379/0")  # the real value is kept
+
+
 def test_bad_api_key_value_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as info:
         Config.load(env={}, api_key=b"sk-ant-api03-BYTES-SECRET")

@@ -524,3 +524,22 @@ async def test_workflow_limit_above_the_config_limit_is_honoured() -> None:
     assert backend.peak_in_flight == 6
     assert (orch.metrics()["queue_ms"] < 40).all()  # no step waited for a slot (50 ms calls)
     await orch.aclose()
+
+
+def test_reconfigure_in_place_keeps_what_did_not_change(tmp_path: Any) -> None:
+    cfg = make_config(cache_enabled=True, cache_backend="memory")
+    orch = AgentOrchestrator(cfg, agents=AgentRegistry(include_default_dirs=False))
+    handle = orch  # e.g. what a notebook cell kept from default_orchestrator()
+    first = orch.execute_agent("writer", "keep me")
+    backend, cache = orch.backend, orch.cache
+    orch.reconfigure(cfg.replace(max_concurrency=3))  # nothing the backend or cache use
+    assert handle.execute_agent("writer", "keep me").cached  # still works, cache kept
+    assert orch.backend is backend and orch.cache is cache
+    assert orch.aio._semaphore._value == 3
+    orch.reconfigure(orch.config.replace(sim_latency_s=0.001))  # a backend setting
+    assert orch.backend is not backend and orch.cache is cache
+    orch.reconfigure(orch.config.replace(cache_ttl_s=60.0))  # a cache setting
+    assert orch.cache is not cache
+    assert not handle.execute_agent("writer", "keep me").cached
+    assert len(orch.metrics()) == 3 and first.text
+    orch.close()
