@@ -68,6 +68,8 @@ class AgentResult:
         ]
         if self.attempts > 1:
             parts.append(f"{self.attempts} attempts")
+        if self.stop_reason == "max_tokens":
+            parts.append("truncated at max_tokens")
         if self.cached:
             parts.append("cached")
         if self.simulated:
@@ -85,7 +87,11 @@ class AgentResult:
         }
 
     def _repr_markdown_(self) -> str:
-        return f"{self.text}\n\n---\n<sub>{html.escape(self.footer())}</sub>"
+        text = self.text
+        # An answer cut off inside a code block would swallow the footer: close the block.
+        if text.count("```") % 2:
+            text += "\n```"
+        return f"{text}\n\n---\n<sub>{html.escape(self.footer())}</sub>"
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
