@@ -196,9 +196,24 @@ def test_agent_task_may_end_with_a_question_mark(
     assert sim_tasks()[-1] == "What is a closure?" and ip.user_ns["_"] is value
     run(ip, "if True:\n    %agent -o q writer Why 'so'?\n")
     assert sim_tasks()[-1] == "Why 'so'?" and isinstance(ip.user_ns["q"], agentnb.AgentResult)
+    run(ip, "r = %agent writer What is a generator?")  # the assignment form asks too
+    assert sim_tasks()[-1] == "What is a generator?"
+    assert isinstance(ip.user_ns["r"], agentnb.AgentResult)
     capsys.readouterr()
     run(ip, "%agent?")  # help on the magic still works
     assert "--no-cache" in capsys.readouterr().out
+
+
+def test_the_question_transform_leaves_other_code_alone() -> None:
+    asked = "r = get_ipython().run_line_magic('agent', 'writer Why?')\n"
+    assert keep_questions(["r = %agent writer Why?\n"]) == [asked]
+    for lines in (
+        ["r == %agent writer Why?\n"],  # not an assignment
+        ["r = %agent?\n"],  # help on the magic
+        ["%%agent writer\n", "%agent writer Why?\n"],  # a cell magic's body is its task
+        ["%%agent writer Why?\n", "Because.\n"],
+    ):
+        assert keep_questions(lines) == lines
 
 
 def test_agent_interpolates_double_braces_from_the_namespace(ip: InteractiveShell) -> None:
@@ -309,6 +324,10 @@ def test_agent_list_shows_the_agents(ip: InteractiveShell) -> None:
         ("%agent", "needs an agent"),
         ("%agent writer", "task is empty"),
         ("%agent --bogus writer hi", "unrecognized arguments"),
+        ("%agent writer -m haiku hello", "options go before NAME: `%agent -m ... writer TASK`"),
+        ("%agent writer --no-cache hello", "options go before NAME"),
+        ("%agent writer --max-tokens=5 hello", "options go before NAME"),
+        ("%%agent writer -o x\nhello", "options go before NAME"),
     ],
 )
 def test_agent_usage_errors_are_one_line(
@@ -357,6 +376,15 @@ def test_help_is_complete(ip: InteractiveShell) -> None:
         doc = find_magic(ip, name, kind).__doc__ or ""
         for needle in needles:
             assert needle in doc, (name, needle)
+
+
+def test_a_task_may_contain_options_after_its_first_word(ip: InteractiveShell) -> None:
+    run(ip, "%agent writer Explain -m and --no-cache")
+    assert sim_tasks()[-1] == "Explain -m and --no-cache"
+    run(ip, "%agent writer -1 is negative")  # not an option of the magic
+    assert sim_tasks()[-1] == "-1 is negative"
+    run(ip, "%%agent writer\n-m haiku, as text")  # the body is never parsed
+    assert sim_tasks()[-1] == "-m haiku, as text"
 
 
 def test_split_agent_line_keeps_the_task_verbatim() -> None:
@@ -455,6 +483,63 @@ def test_workflow_errors_are_one_line(
     assert len(lines) == 1 and lines[0].startswith(f"{error}: ") and message in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("name: x\nsteps: a: b\n", "line 3 of the cell: invalid YAML"),  # body line 2
+        (
+            "name: x\nsteps:\n  - {id: a, agent: writer, task: hi}\n"
+            "  - {id: a, agent: writer, task: ho}\n",
+            "line 5 of the cell: step 'a', field 'id': duplicate step id 'a' "
+            "(first on line 4 of the cell)",
+        ),
+        (
+            "\nname: x\nsteps:\n  - id: a\n    agent: nobody\n    task: hi\n",
+            "line 6 of the cell: step 'a', field 'agent': unknown agent 'nobody'",
+        ),
+    ],
+)
+def test_workflow_errors_count_lines_in_the_cell(
+    ip: InteractiveShell, body: str, message: str
+) -> None:
+    result = run_cell(ip, "%%workflow\n" + body)
+    error = result.error_in_exec
+    assert isinstance(error, WorkflowValidationError)
+    assert str(error).startswith(message)
+    assert error.line == int(message.split()[1])
+
+
+def test_workflow_file_errors_count_lines_in_the_file(ip: InteractiveShell, tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text("name: x\nsteps:\n  - {id: a, agent: nobody, task: hi}\n")
+    for source in (f"%workflow {path}", f"%%workflow\n{path}\n"):
+        error = run_cell(ip, source).error_in_exec
+        assert isinstance(error, WorkflowValidationError)
+        assert str(error).startswith("line 3: step 'a'"), source
+
+
+def test_workflow_run_display_carries_provenance(ip: InteractiveShell) -> None:
+    ip.user_ns["topic"] = "caches"
+    run(ip, "%%workflow --quiet -o first\n" + FAN_OUT)
+    again = run(ip, "%%workflow --quiet\n" + FAN_OUT)
+    formatter: Any = ip.display_formatter
+    data, metadata = formatter.format(again)
+    assert data["text/html"] == again._repr_html_()
+    assert data["text/plain"].startswith("workflow 'fan' succeeded: 4 steps (4 cached)")
+    writer = {"agent": "writer", "model": "claude-sonnet-5-5", "cached": True}
+    assert metadata["agentnb"] == {
+        "workflow": "fan",
+        "backend": "simulated",
+        "simulated": True,
+        "steps": {
+            "a": {**writer, "status": "cached"},
+            "b": {**writer, "status": "cached"},
+            "c": {**writer, "status": "cached"},
+            "d": {**writer, "agent": "python-expert", "status": "cached"},
+        },
+    }
+
+
 def test_workflow_from_a_file_and_resume(ip: InteractiveShell, tmp_path: Path) -> None:
     ip.user_ns["src"] = "def f(x):\n    return x / 0\n"
     path = REPO / "examples" / "workflows" / "code-review.yaml"
@@ -522,7 +607,7 @@ def test_every_config_field_but_the_key_is_a_documented_setting() -> None:
     assert all(trait.help for trait in traits.values())
 
 
-def test_config_settings_take_effect_and_rebuild_the_orchestrator(
+def test_config_settings_take_effect_in_place(
     ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run(ip, "%agent writer before")
@@ -532,13 +617,31 @@ def test_config_settings_take_effect_and_rebuild_the_orchestrator(
     run(ip, "%config AgentNB.default_model = 'claude-haiku-5-5'")
     ip.user_ns["topic"] = "limits"
     run(ip, "%%workflow --quiet\n" + FAN_OUT)
-    second = orch()
-    assert second is not first and second.config.max_concurrency == 2
-    assert second.backend.peak_in_flight == 2  # type: ignore[attr-defined]
+    assert orch() is first and first.config.max_concurrency == 2
+    assert first.backend.peak_in_flight == 2  # type: ignore[attr-defined]
     assert run(ip, "%agent writer after").model == "claude-haiku-5-5"
-    assert len(second.tracker) == 6  # the call made before the rebuild is still counted
+    assert len(first.tracker) == 6  # the call made before the change is still counted
     run(ip, "%agent writer again")
-    assert orch() is second  # unchanged settings: no rebuild
+    assert orch() is first
+
+
+def test_a_config_change_keeps_handles_the_cache_and_injected_faults(
+    ip: InteractiveShell,
+) -> None:
+    run(ip, "%config AgentNB.cache_backend = 'memory'")
+    run(ip, "%agent writer Write a haiku about caches")
+    handle = agentnb.default_orchestrator()  # what the notebooks teach
+    sim = handle.backend
+    sim.inject("server_error", agent="python-expert")  # type: ignore[attr-defined]
+    run(ip, "%config AgentNB.max_concurrency = 3")
+    run(ip, "%config AgentNB.max_attempts = 1")
+    assert run(ip, "%agent writer Write a haiku about caches").cached  # the memory cache
+    again = handle.execute_agent("writer", "Write a haiku about caches")  # not closed
+    assert again.cached
+    assert handle.config.max_concurrency == 3 and handle.backend is sim
+    result = run_cell(ip, "%agent python-expert hello")  # the injected fault is still armed
+    assert type(result.error_in_exec).__name__ == "AgentCallError"
+    assert len(handle.tracker) == 4
 
 
 def test_a_new_metrics_path_brings_its_own_records(ip: InteractiveShell, tmp_path: Path) -> None:

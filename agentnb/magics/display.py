@@ -2,9 +2,19 @@
 
 In a kernel (a frontend is attached) the live outputs are display_data outputs updated in place
 (`display(..., display_id=True)` then `update_display_data` messages), at most ten times a
-second, and cleared at the end, when the cell's value (the `AgentResult` or `WorkflowRun`) shows
-the final state. In a terminal shell updates cannot be made in place, so a stream is printed as
-it comes and a workflow prints one line per finished step.
+second. When the magic ends normally the live output gives way to the cell's value (the
+`AgentResult` or `WorkflowRun`), which shows the final state, and leaves no empty output behind:
+
+- when the magic is alone in its cell (a cell magic, or one `%agent ...` / `r = %agent ...`
+  line), the live output shows the value's own display (with its provenance metadata) and is
+  then cleared with `clear_output(wait=True)`, so the cell's value takes its place; if the value
+  is not displayed (an assignment), the live output stays as its final display;
+- when other code shares the cell, clearing would erase that code's outputs too, so the live
+  output is emptied instead (updated to a bundle without data, which frontends show as nothing).
+
+After an error or an interrupt the last state stays visible. In a terminal shell updates cannot
+be made in place, so a stream is printed as it comes and a workflow prints one line per finished
+step.
 
 Example:
     >>> progress = WorkflowProgress(workflow, live=True)          # doctest: +SKIP
@@ -24,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from IPython.display import display
+from IPython.display import clear_output, display
 
 from ..workflow import StepEvent, StepResult, StepStatus, Workflow, WorkflowRun
 from ..workflow.template import render
@@ -56,26 +66,48 @@ _COLOURS = {
 }
 
 
+#: How the shell displays a value: `(data, metadata)`, as `shell.display_formatter.format`.
+Render = Callable[[Any], tuple[dict[str, Any], dict[str, Any]]]
+
+
 class _Output:
     """One display_data output that is updated in place (IPython's DisplayHandle, typed)."""
 
     def __init__(self, bundle: dict[str, str], metadata: dict[str, Any] | None = None) -> None:
-        self._handle: Any = _display(bundle, raw=True, display_id=True, metadata=metadata)
+        self._metadata = metadata or {}
+        self._handle: Any = _display(bundle, raw=True, display_id=True, metadata=self._metadata)
 
-    def update(self, bundle: dict[str, str]) -> None:
-        self._handle.update(bundle, raw=True)
+    def update(self, bundle: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        """Replace what the output shows (and its metadata: the initial one unless given)."""
+        shown = self._metadata if metadata is None else metadata
+        self._handle.update(bundle, raw=True, metadata=shown)
+
+    def give_way(self, value: Any, render: Render | None) -> None:
+        """The magic ended normally: make room for `value`, the cell's value (module docstring).
+
+        `render` is given when the magic is alone in its cell: the output then shows `value`
+        and is cleared when the next output (normally `value` itself) arrives. Without it the
+        output is emptied, so that the cell's other outputs stay.
+        """
+        if render is None:
+            self.update({}, {})
+            return
+        data, metadata = render(value)
+        self.update(data, metadata)
+        _clear_output(wait=True)
 
 
 _display: Callable[..., Any] = display  # IPython's display() has no annotations
+_clear_output: Callable[..., None] = clear_output
 
 
 # -- one streamed answer -------------------------------------------------------------------------
-def stream_answer(stream: AgentStream, *, live: bool) -> AgentResult:
+def stream_answer(stream: AgentStream, *, live: bool, render: Render | None = None) -> AgentResult:
     """Show `stream` as it arrives and return its result.
 
-    `live`: update one text output in place (a kernel), then clear it for the rendered result;
-    otherwise print the chunks to stdout. Text that arrived before an error or an interrupt
-    stays visible.
+    `live`: update one text output in place (a kernel), which then gives way to the result
+    (`render`: see `_Output.give_way`); otherwise print the chunks to stdout. Text that arrived
+    before an error or an interrupt stays visible.
     """
     if not live:
         for chunk in stream:
@@ -100,9 +132,9 @@ def stream_answer(stream: AgentStream, *, live: bool) -> AgentResult:
             if handle is not None:
                 handle.update({"text/plain": "".join(parts)})
             raise
-        if handle is not None:
-            handle.update({"text/plain": ""})  # the cell's value shows the answer
     assert stream.result is not None  # the stream ended with "done"
+    if live and handle is not None:
+        handle.give_way(stream.result, render)
     return stream.result
 
 
@@ -111,9 +143,10 @@ class WorkflowProgress:
     """Follows a workflow run through its `StepEvent`s and shows one row per step.
 
     `on_event` is the `progress=` callback of `run_workflow`; it is called on agentnb's loop
-    thread, so rendering is throttled and guarded by a lock. `finish()` (after a normal end)
-    clears the live output; `stop()` (after an interrupt or error) leaves the last state shown.
-    `partial_run()` builds a `WorkflowRun` of what had happened so far.
+    thread, so rendering is throttled and guarded by a lock. `finish(run)` (after a normal end)
+    makes the live output give way to the run (`render`: see `_Output.give_way`); `stop()`
+    (after an interrupt or error) leaves the last state shown. `partial_run()` builds a
+    `WorkflowRun` of what had happened so far.
     """
 
     def __init__(
@@ -123,11 +156,13 @@ class WorkflowProgress:
         *,
         live: bool,
         quiet: bool = False,
+        render: Render | None = None,
     ) -> None:
         self.workflow = workflow
         self.variables = dict(variables or {})
         self.live = live and not quiet
         self.quiet = quiet
+        self.render = render
         self.started_at = datetime.now(UTC)
         self._t0 = time.perf_counter()  # corrected to the scheduler's own start by its events
         self._events: dict[str, StepEvent] = {}
@@ -181,12 +216,12 @@ class WorkflowProgress:
             self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
     # -- the end (the cell's thread) ----------------------------------------------------------
-    def finish(self) -> None:
-        """The run ended normally: clear the live output (the cell's value shows the run)."""
+    def finish(self, run: WorkflowRun) -> None:
+        """The run ended normally: the live output gives way to `run`, the cell's value."""
         with self._lock:
             self._closed = True
             if self._handle is not None:
-                self._handle.update({"text/plain": ""})
+                self._handle.give_way(run, self.render)
 
     def stop(self, note: str) -> None:
         """The run was interrupted or failed: show its last state with `note`, stop updating."""

@@ -10,6 +10,7 @@ line (`AgentNotFoundError: ...`) without a traceback, yet still propagates with 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,22 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class, no_var_expand
 
 from ..bench import MODES, compare_speedup
+from ..errors import WorkflowValidationError
 from ..orchestrator import AgentCall
 from ..plots import plot_cost, plot_latency
 from ..workflow import Workflow, WorkflowRun
-from .display import WorkflowPlan, WorkflowProgress, settings_frame, show_figure, stream_answer
+from .display import (
+    Render,
+    WorkflowPlan,
+    WorkflowProgress,
+    settings_frame,
+    show_figure,
+    stream_answer,
+)
 from .parsing import (
     argument,
     fill_placeholders,
+    in_cell_lines,
     line_cell_magic,
     line_magic,
     magic_arguments,
@@ -41,6 +51,9 @@ from .settings import AgentNB
 __all__ = ["AGENTNB_COMMANDS", "AgentMagics"]
 
 AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup")
+
+# What may precede a line magic that is the value of its cell: `NAME = ` (magic assignment).
+_TARGET = r"(?:[A-Za-z_][\w.]*\s*=\s*)?"
 
 
 @magics_class
@@ -61,6 +74,25 @@ class AgentMagics(Magics):
     def in_kernel(self) -> bool:
         """True when a Jupyter frontend shows the output (in-place updates are possible)."""
         return getattr(self.shell, "kernel", None) is not None
+
+    def _render_if_alone(self, magic: str, cell: str | None) -> Render | None:
+        """The shell's display formatter when the magic is alone in the running cell, else None.
+
+        Then a live output may be cleared at the end (see `display.py`): the cell has no other
+        output to lose. A cell magic always is; a line magic is when the cell (as the kernel
+        received it) holds nothing else but comments: `%agent ...` or `r = %agent ...`.
+        """
+        if cell is None:
+            parent = getattr(self.shell, "parent_header", None)  # ipykernel: the execute_request
+            content = parent.get("content") if isinstance(parent, dict) else None
+            code = content.get("code") if isinstance(content, dict) else None
+            if not isinstance(code, str):
+                return None
+            lines = [t for t in (s.strip() for s in code.splitlines()) if t and t[0] != "#"]
+            if len(lines) != 1 or not re.fullmatch(rf"{_TARGET}%{magic}(?:\s.*)?", lines[0]):
+                return None
+        formatter = self.shell.display_formatter if self.shell is not None else None
+        return formatter.format if formatter is not None else None
 
     # -- %agent / %%agent ---------------------------------------------------------------------
     @line_cell_magic
@@ -147,7 +179,9 @@ class AgentMagics(Magics):
         stream = args.stream if args.stream is not None else self.in_kernel
         if stream:
             result = stream_answer(
-                orch.stream_agent(args.name, task, **options), live=self.in_kernel
+                orch.stream_agent(args.name, task, **options),
+                live=self.in_kernel,
+                render=self._render_if_alone("agent", cell),
             )
         else:
             result = orch.execute_agent(args.name, task, **options)
@@ -192,7 +226,8 @@ class AgentMagics(Magics):
 
         `{{name}}` placeholders that are not step ids are filled from the notebook's
         namespace (then from the workflow's `inputs:`). The workflow is checked first (agents,
-        placeholders, cycles) and nothing runs if it is wrong. While it runs, a table shows
+        placeholders, cycles) and nothing runs if it is wrong; the error names the line, counted
+        in the cell (the %%workflow line is line 1) or in FILE. While it runs, a table shows
         each step's status (waiting, running, succeeded, cached, failed, skipped) and elapsed
         time. Interrupting the kernel cancels the running steps; the steps that had finished
         are kept in the `-o` variable (and in the response cache), and `--resume VAR` reuses
@@ -209,31 +244,43 @@ class AgentMagics(Magics):
         """
         args = parse_line(self.workflow, line)
         ns = self._ns
-        if cell is not None and cell.strip():
-            if args.file:
-                raise UsageError("give the workflow as the cell body or as FILE, not both")
-            # A one-line body may be the path of a .yaml file (Workflow.from_yaml decides).
-            workflow = Workflow.from_yaml(cell if "\n" in cell.strip() else cell.strip())
-        elif args.file:
-            workflow = Workflow.from_yaml(Path(args.file))
-        else:
-            raise UsageError("%%workflow needs a YAML body (or use %workflow FILE)")
-        needed = {n for step in workflow.steps for n in workflow.free_names(step.id)}
-        variables = {n: ns[n] for n in sorted(needed) if n in ns}
-        resume: WorkflowRun | None = None
-        if args.resume:
-            resume = ns.get(args.resume)
-            if not isinstance(resume, WorkflowRun):
-                raise UsageError(
-                    f"--resume {args.resume}: expected a WorkflowRun, got {type(resume).__name__}"
-                )
-        orch = self.session.orchestrator()
-        workflow.validate(agents=orch.agents, variables=variables)
+        in_cell = cell is not None and "\n" in cell.strip()  # else a one-line body is a path
+        try:
+            if cell is not None and cell.strip():
+                if args.file:
+                    raise UsageError("give the workflow as the cell body or as FILE, not both")
+                workflow = Workflow.from_yaml(cell if in_cell else cell.strip())
+            elif args.file:
+                workflow = Workflow.from_yaml(Path(args.file))
+            else:
+                raise UsageError("%%workflow needs a YAML body (or use %workflow FILE)")
+            needed = {n for step in workflow.steps for n in workflow.free_names(step.id)}
+            variables = {n: ns[n] for n in sorted(needed) if n in ns}
+            resume: WorkflowRun | None = None
+            if args.resume:
+                resume = ns.get(args.resume)
+                if not isinstance(resume, WorkflowRun):
+                    raise UsageError(
+                        f"--resume {args.resume}: expected a WorkflowRun, "
+                        f"got {type(resume).__name__}"
+                    )
+            orch = self.session.orchestrator()
+            workflow.validate(agents=orch.agents, variables=variables)
+        except WorkflowValidationError as exc:
+            if not in_cell:
+                raise
+            raise in_cell_lines(exc).with_traceback(exc.__traceback__) from exc.__cause__
         if args.dry_run:
             if args.output:
                 ns[args.output] = workflow
             return WorkflowPlan(workflow)
-        progress = WorkflowProgress(workflow, variables, live=self.in_kernel, quiet=args.quiet)
+        progress = WorkflowProgress(
+            workflow,
+            variables,
+            live=self.in_kernel,
+            quiet=args.quiet,
+            render=self._render_if_alone("workflow", cell),
+        )
         try:
             run = orch.run_workflow(
                 workflow,
@@ -259,7 +306,7 @@ class AgentMagics(Magics):
         except BaseException:
             progress.stop("failed")
             raise
-        progress.finish()
+        progress.finish(run)
         if args.output:
             ns[args.output] = run
             if args.quiet:

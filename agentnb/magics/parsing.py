@@ -19,12 +19,13 @@ from IPython.core import magic as _magic
 from IPython.core import magic_arguments as _magic_arguments
 from IPython.core.error import UsageError
 
-from ..errors import AgentnbError
+from ..errors import AgentnbError, WorkflowValidationError
 from ..workflow.template import placeholders, render
 
 __all__ = [
     "argument",
     "fill_placeholders",
+    "in_cell_lines",
     "keep_questions",
     "line_cell_magic",
     "line_magic",
@@ -88,6 +89,34 @@ def one_line_errors(func: F) -> F:
             raise
 
     return cast(F, wrapper)
+
+
+_LINE = re.compile(r"^line (\d+)\b|(?<= \(first on line )(\d+)(?=\))")
+
+
+def in_cell_lines(exc: WorkflowValidationError) -> WorkflowValidationError:
+    """`exc` with its YAML lines counted in the `%%workflow` cell (the magic's line is line 1).
+
+    The YAML body starts on the cell's second line, so its line 3 is the cell's line 4; the
+    message then says `line 4 of the cell`, which is what a notebook's line numbers show.
+
+    Example:
+        >>> exc = WorkflowValidationError("line 3: step 'a', field 'agent': unknown", line=3)
+        >>> moved = in_cell_lines(exc)
+        >>> str(moved), moved.line
+        ("line 4 of the cell: step 'a', field 'agent': unknown", 4)
+    """
+    if exc.line is None:
+        return exc
+
+    def shifted(match: re.Match[str]) -> str:
+        if match[1] is not None:
+            return f"line {int(match[1]) + 1} of the cell"
+        return f"{int(match[2]) + 1} of the cell"
+
+    return WorkflowValidationError(
+        _LINE.sub(shifted, str(exc)), step=exc.step, field=exc.field, line=exc.line + 1
+    )
 
 
 def fill_placeholders(task: str, namespace: Mapping[str, Any]) -> str:
@@ -155,32 +184,50 @@ def split_agent_line(parser: argparse.ArgumentParser, line: str) -> tuple[argpar
     """Parse `[options] NAME TASK...`; the task is returned exactly as typed after NAME.
 
     Only the options and the name are split like a shell would, so apostrophes, quotes, `$`
-    and braces in the task reach the agent unchanged.
+    and braces in the task reach the agent unchanged. A task starting with one of the options
+    (`%agent writer -m haiku hi`) is refused: options go before NAME.
     """
     words = list(_WORD.finditer(line))
     args = parser.parse_args([_unquote(w.group(0)) for w in words])
     rest = len(args.task)
     task = line[words[len(words) - rest].start() :].strip() if rest else ""
+    first = args.task[0].split("=", 1)[0] if rest else ""
+    if first.startswith("-") and first in _options(parser):
+        # `%agent writer -m haiku hi` would send "-m haiku hi" to the agent with no model set.
+        raise UsageError(
+            f"options go before NAME: `%agent {first} ... {args.name} TASK` "
+            f"(for a task that starts with {first}, use %%agent with the task in the cell body)"
+        )
     return args, task
 
 
-_QUESTION = re.compile(r"^([ \t]*)%agent[ \t]+(\S.*?)[ \t]*$")
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+# `%agent ARGS` or `TARGET = %agent ARGS` (IPython's magic assignment), ARGS ending in "?".
+_QUESTION = re.compile(
+    r"^(?P<start>[ \t]*(?:[A-Za-z_][\w.]*[ \t]*=[ \t]*)?)%agent[ \t]+(?P<args>\S.*?)[ \t]*$"
+)
 
 
 def keep_questions(lines: list[str]) -> list[str]:
     """An input cleanup transform that lets `%agent NAME TASK...?` ask its question.
 
     IPython reads a line ending in `?` as a help request for the word before the `?`, so
-    `%agent writer What is a closure?` would look up `closure` instead. Such lines become the
-    call IPython itself makes for a line magic; `%agent?` (help on the magic) is left alone.
+    `%agent writer What is a closure?` (or `r = %agent writer What is a closure?`) would look
+    up `closure` instead. Such lines become the call IPython itself makes for a line magic;
+    `%agent?` (help on the magic) and `%%agent` cells are left alone.
     """
+    if lines and lines[0].lstrip().startswith("%%"):
+        return lines  # a cell magic's body is its own (a task, YAML), not Python
     out = []
     for line in lines:
         text = line.rstrip("\r\n")
         match = _QUESTION.match(text)
-        if match and match.group(2).endswith("?") and len(match.group(2).split()) >= 2:
-            indent, args = match.groups()
-            line = f"{indent}get_ipython().run_line_magic('agent', {args!r}){line[len(text) :]}"
+        if match and match["args"].endswith("?") and len(match["args"].split()) >= 2:
+            call = f"get_ipython().run_line_magic('agent', {match['args']!r})"
+            line = f"{match['start']}{call}{line[len(text) :]}"
         out.append(line)
     return out
 

@@ -12,10 +12,12 @@ in effect (and where that came from); `%agentnb config` shows the same as a tabl
 The magics run on `agentnb.default_orchestrator()`, the process's shared orchestrator, so Python
 code in the notebook (`agentnb.compare_speedup(...)`, `default_orchestrator().metrics()`) sees the
 same calls, cache and settings. Before each command the settings are compared with the
-orchestrator's; when they differ (a `%config` change, a new `ANTHROPIC_API_KEY`), the orchestrator
-is rebuilt and the session's call records carry over, so `%agentnb metrics` still shows every call
-of the session (`%agentnb reset` forgets them). The one exception is a new `metrics_path`: the
-records then come from (and go to) that file.
+orchestrator's; when they differ (a `%config` change, a new `ANTHROPIC_API_KEY`), they are applied
+to it in place (`AgentOrchestrator.reconfigure`): a handle taken earlier keeps working, and only
+what a changed setting concerns is remade (the backend for backend and `sim_*` settings, the
+response cache for `cache_*` ones, ...), so the cache, injected simulator faults and the session's
+call records survive unrelated changes (`%agentnb reset` forgets the records). The one exception
+is a new `metrics_path`: the records then come from (and go to) that file.
 
 Example:
     >>> session = AgentNB()
@@ -33,6 +35,7 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, TraitError,
 from traitlets.config import Configurable
 from traitlets.utils.bunch import Bunch
 
+from .. import orchestrator as orchestrator_module
 from ..config import Config, _coerce, field_names
 from ..errors import ConfigError
 from ..orchestrator import AgentOrchestrator, default_orchestrator
@@ -58,8 +61,9 @@ class AgentNB(Configurable):
 
     Settings not set here come from `agentnb.yaml` and `AGENTNB_*` environment variables (then
     the built-in defaults); `%agentnb config` shows the values in effect. A change takes effect
-    at the next agentnb command: the shared orchestrator is rebuilt and keeps the session's call
-    records. The API key is read from `ANTHROPIC_API_KEY` only.
+    at the next agentnb command, applied in place to the shared orchestrator (handles to it stay
+    valid; its cache and call records are kept unless a setting concerns them). The API key is
+    read from `ANTHROPIC_API_KEY` only.
     """
 
     # -- which backend answers ----------------------------------------------------------------
@@ -254,18 +258,23 @@ class AgentNB(Configurable):
         return "\n".join(lines)
 
     def orchestrator(self) -> AgentOrchestrator:
-        """The shared orchestrator, rebuilt first if the settings changed since it was made."""
+        """The shared orchestrator, with the settings in effect applied to it first.
+
+        It is made on first use; after a change it is reconfigured in place
+        (`AgentOrchestrator.reconfigure`), so handles to it stay valid and whatever the changed
+        settings do not touch (the response cache, the backend with its injected faults, the
+        agents, the call records) is kept.
+        """
         wanted = self.effective_config()
-        current = default_orchestrator()
-        if _same(current.config, wanted) and not current.aio._closed:
-            return current
-        records = current.tracker
-        fresh = default_orchestrator(wanted)  # closes `current`, flushing its metrics file
-        if records.path is None and fresh.tracker.path is None:
-            # The session's call records survive a rebuild. With a metrics_path the new tracker
-            # has already read them back from the file (a new path brings its own).
-            fresh.tracker.extend(records.records)
-        return fresh
+        current = orchestrator_module._default  # peek: `default_orchestrator()` would make one
+        if current is None or current.aio._closed:
+            fresh = default_orchestrator(wanted)
+            if current is not None and current.tracker.path is None and wanted.metrics_path is None:
+                fresh.tracker.extend(current.tracker.records)  # the session's records live on
+            return fresh
+        if not _same(current.config, wanted):
+            current.reconfigure(wanted)
+        return current
 
     def banner(self) -> str:
         """One line saying which backend answers (never the key itself)."""

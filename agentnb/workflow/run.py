@@ -337,16 +337,47 @@ class WorkflowRun:
     def __repr__(self) -> str:
         return f"<WorkflowRun {self._headline()}>"
 
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        if cycle:
-            p.text(repr(self))
-            return
+    def _text(self) -> str:
         lines = [self._headline()]
-        width = max(len(k) for k in self.steps)
+        width = max((len(k) for k in self.steps), default=0)
         for k, s in self.steps.items():
             detail = f"  {s.detail}" if s.detail else ""
             lines.append(f"  {k:<{width}}  {s.status:<9} {s.duration_s:7.2f} s{detail}")
-        p.text("\n".join(lines))
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else self._text())
+
+    def metadata(self) -> dict[str, Any]:
+        """Provenance for display metadata and logs (like `AgentResult.metadata()`).
+
+        `backend` is the backend that answered (several are joined with ", "; None when no
+        step has an answer); each step has its agent, model, status and whether it was cached.
+        """
+        backends = sorted({s.result.backend for s in self.steps.values() if s.result is not None})
+        return {
+            "workflow": self.name,
+            "backend": ", ".join(backends) if backends else None,
+            "simulated": self.simulated,
+            "steps": {
+                k: {
+                    "agent": s.agent,
+                    "model": s.result.model
+                    if s.result is not None
+                    else self.workflow.step(k).model,
+                    "cached": s.cached,
+                    "status": s.status,
+                }
+                for k, s in self.steps.items()
+            },
+        }
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        """The HTML table and the text, with `metadata()` as the display's `agentnb` metadata."""
+        data = {"text/html": self._repr_html_(), "text/plain": self._text()}
+        return data, {"agentnb": self.metadata()}
 
     def _repr_html_(self) -> str:
         esc = html.escape
