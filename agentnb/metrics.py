@@ -1,42 +1,34 @@
-"""Call records, prices and cost: what the orchestrator measured, as pandas DataFrames.
+"""Call records and what they add up to: what the orchestrator measured, as pandas DataFrames.
 
 One `CallRecord` per agent call (success or failure, cache hit or not; retries are counted in
 `attempts`). `PerformanceTracker` keeps them in memory; it is appended to on the home loop and
 read from any thread. `summary(by=...)` aggregates them per agent, model or workflow. With a
 `path` (the `metrics_path` setting) every record is also appended to a JSONL file by a
-background thread, so a session's metrics survive a kernel restart. Prices live in
-`agentnb/data/prices.yaml`, loaded into `agentnb.prices` (a `PriceTable`), which a user may
-update without code changes.
+background thread (`agentnb._jsonl`), so a session's metrics survive a kernel restart. Costs
+come from `agentnb.prices` (`agentnb.pricing`; `PriceTable` and `prices` are importable from
+here too).
 
 Example:
-    >>> from agentnb.backends.base import Usage
-    >>> prices = PriceTable.default()
-    >>> round(prices.cost("claude-sonnet-5-5", Usage(input_tokens=1_000_000)), 2)
-    2.0
-    >>> prices.cost("some-unknown-model", Usage(input_tokens=10))
-    nan
+    >>> tracker = PerformanceTracker()
+    >>> len(tracker), list(tracker.to_dataframe().columns[:3])
+    (0, ['run_id', 'workflow', 'step'])
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import queue
-import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from .backends.base import Usage
-from .errors import AgentnbError, ConfigError
+from ._jsonl import RESET, JsonlWriter, read_jsonl
+from .errors import AgentnbError
+from .pricing import PriceTable, prices
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,95 +42,6 @@ __all__ = [
     "prices",
     "summarize",
 ]
-
-logger = logging.getLogger("agentnb.metrics")
-
-PRICE_FIELDS = ("input", "output", "cache_write", "cache_read")
-
-
-class PriceTable:
-    """Per-model prices (USD per million tokens) and the cost of a call's usage."""
-
-    def __init__(self, table: Mapping[str, Mapping[str, float]] | None = None) -> None:
-        self._table: dict[str, dict[str, float]] = {}
-        self._lock = threading.Lock()
-        if table:
-            self.update(table)
-
-    @classmethod
-    def default(cls) -> PriceTable:
-        """The prices shipped in `agentnb/data/prices.yaml`."""
-        text = resources.files("agentnb").joinpath("data/prices.yaml").read_text(encoding="utf-8")
-        return cls(_parse_prices(yaml.safe_load(text), source="agentnb/data/prices.yaml"))
-
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Merge prices from a YAML file shaped like the shipped one (`models: {id: {...}}`)."""
-        p = Path(path)
-        self.update(_parse_prices(yaml.safe_load(p.read_text(encoding="utf-8")), source=str(p)))
-
-    def update(self, table: Mapping[str, Mapping[str, float]]) -> None:
-        """Set or replace the prices of some models: `{model: {input, output, ...}}`."""
-        parsed = _parse_prices({"models": dict(table)}, source="PriceTable.update")
-        with self._lock:
-            self._table.update(parsed)
-
-    def get(self, model: str) -> dict[str, float] | None:
-        """The prices of `model`, or None when it is not known."""
-        return self._table.get(model)
-
-    def __contains__(self, model: object) -> bool:
-        return model in self._table
-
-    def cost(self, model: str, usage: Usage) -> float:
-        """USD cost of `usage` on `model`; NaN (never 0) for a model with no price."""
-        p = self._table.get(model)
-        if p is None:
-            return math.nan
-        return (
-            usage.input_tokens * p["input"]
-            + usage.output_tokens * p["output"]
-            + usage.cache_write_tokens * p["cache_write"]
-            + usage.cache_read_tokens * p["cache_read"]
-        ) / 1_000_000
-
-    def to_dataframe(self) -> pd.DataFrame:
-        import pandas as pd
-
-        rows = [{"model": m, **p} for m, p in sorted(self._table.items())]
-        return pd.DataFrame(rows, columns=["model", *PRICE_FIELDS])
-
-
-def _parse_prices(data: Any, *, source: str) -> dict[str, dict[str, float]]:
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        raise ConfigError(f"{source}: expected a mapping with a 'models' mapping")
-    out: dict[str, dict[str, float]] = {}
-    for model, entry in data["models"].items():
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{source}: prices of {model!r} must be a mapping")
-        unknown = set(entry) - set(PRICE_FIELDS)
-        if unknown:
-            raise ConfigError(
-                f"{source}: model {model!r} has unknown price fields {sorted(unknown)}"
-            )
-        try:
-            input_price = float(entry["input"])
-            output_price = float(entry["output"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(
-                f"{source}: model {model!r} needs numeric 'input' and 'output'"
-            ) from None
-        out[str(model)] = {
-            "input": input_price,
-            "output": output_price,
-            # Anthropic bills 5-minute cache writes at 1.25x and reads at 0.1x the input price.
-            "cache_write": float(entry.get("cache_write", input_price * 1.25)),
-            "cache_read": float(entry.get("cache_read", input_price * 0.1)),
-        }
-    return out
-
-
-#: The process-wide price table used by every orchestrator unless given another.
-prices = PriceTable.default()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,11 +151,11 @@ class PerformanceTracker:
         self.path = Path(path).expanduser() if path is not None else None
         self.skipped_lines = 0
         self._records: list[CallRecord] = []
-        self._writer: _JsonlWriter | None = None
+        self._writer: JsonlWriter[CallRecord] | None = None
         if self.path is not None:
             if self.path.exists():
-                self._records, self.skipped_lines = _read_jsonl(self.path)
-            self._writer = _JsonlWriter(self.path)
+                self._records, self.skipped_lines = read_jsonl(self.path, _decode)
+            self._writer = JsonlWriter(self.path, _encode)
             weakref.finalize(self, self._writer.close)
 
     @classmethod
@@ -269,7 +172,7 @@ class PerformanceTracker:
         if not p.is_file():
             raise AgentnbError(f"no metrics file at {p}")
         tracker = cls()
-        tracker._records, tracker.skipped_lines = _read_jsonl(p)
+        tracker._records, tracker.skipped_lines = read_jsonl(p, _decode)
         return tracker
 
     def record(self, rec: CallRecord) -> None:
@@ -295,7 +198,7 @@ class PerformanceTracker:
         """Forget every record. With a path, a reset marker is appended: loading starts after it."""
         self._records = []
         if self._writer is not None:
-            self._writer.put(_RESET)
+            self._writer.put(RESET)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every record so far is in the file; False if `timeout` passed first.
@@ -384,10 +287,8 @@ def summarize(metrics: pd.DataFrame, by: str = "agent") -> pd.DataFrame:
     return out.astype({by: "string", **_SUMMARY_DTYPES})
 
 
-# -- persistence: one JSON object per line, appended by a background thread -------------------
+# -- a record as one line of the metrics file ---------------------------------------------------
 
-_RESET = object()  # queued by reset(): written as a marker line
-_STOP = object()  # queued by close(): the writer thread ends after it
 _FLOAT_FIELDS = frozenset(k for k, v in _DTYPES.items() if v == "float64")
 
 
@@ -425,118 +326,3 @@ def _decode(data: dict[str, Any]) -> CallRecord:
             raise TypeError(name)
         values[name] = value
     return CallRecord(**values)
-
-
-def _read_jsonl(path: Path) -> tuple[list[CallRecord], int]:
-    """The records after the last reset marker, and how many lines could not be read."""
-    records: list[CallRecord] = []
-    skipped = 0
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise AgentnbError(f"cannot read metrics file {path}: {exc.strerror}") from None
-    with handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                if isinstance(data, dict) and "reset" in data and "agent" not in data:
-                    records.clear()
-                    continue
-                if not isinstance(data, dict):
-                    raise TypeError("not an object")
-                records.append(_decode(data))
-            except (ValueError, TypeError, KeyError):
-                skipped += 1  # e.g. the last line of a process killed mid-write
-    if skipped:
-        logger.warning("metrics file %s: skipped %d unreadable line(s)", path, skipped)
-    return records, skipped
-
-
-class _JsonlWriter:
-    """Appends queued records to a file from its own daemon thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab")
-            if self._file.tell() > 0:
-                with path.open("rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b"\n":
-                        # A crash left half a line: end it, so the next record starts clean.
-                        self._file.write(b"\n")
-        except OSError as exc:
-            raise AgentnbError(f"cannot write metrics file {path}: {exc.strerror}") from None
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.put = self._queue.put  # SimpleQueue.put never blocks
-        self._lock = threading.Lock()
-        self._closed = False
-        self._warned = False
-        self._thread = threading.Thread(
-            target=self._run, name="agentnb-metrics-writer", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        while True:
-            batch = [get()]
-            while True:
-                try:
-                    batch.append(get_nowait())
-                except queue.Empty:
-                    break
-            chunks: list[bytes] = []
-            done: list[threading.Event] = []
-            stop = False
-            for item in batch:
-                if isinstance(item, CallRecord):
-                    chunks.append(_encode(item))
-                elif item is _RESET:
-                    chunks.append(
-                        json.dumps({"reset": datetime.now().astimezone().isoformat()}).encode()
-                        + b"\n"
-                    )
-                elif isinstance(item, threading.Event):
-                    done.append(item)
-                elif item is _STOP:
-                    stop = True
-            if chunks:
-                self._write(b"".join(chunks))
-            for event in done:
-                event.set()
-            if stop:
-                self._file.close()
-                return
-
-    def _write(self, data: bytes) -> None:
-        try:
-            self._file.write(data)
-            self._file.flush()
-        except OSError as exc:
-            if not self._warned:  # once: a full disk must not flood the log
-                self._warned = True
-                logger.warning(
-                    "metrics file %s: write failed (%s); records kept in memory only",
-                    self.path,
-                    exc.strerror,
-                )
-
-    def flush(self, timeout: float | None) -> bool:
-        if self._closed:
-            return True
-        event = threading.Event()
-        self.put(event)
-        return event.wait(timeout)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self.put(_STOP)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)

@@ -107,11 +107,15 @@ def _num(value: Any) -> float:
     return number
 
 
-def plot_speedup(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Bar chart of a `SpeedupReport.table`: speedup over sequential per mode.
+def plot_speedup(
+    table: pd.DataFrame, ax: Axes | None = None, *, backend: str | None = None
+) -> Axes:
+    """Bar chart of a `SpeedupReport.table`: speedup per mode over the first row's mode.
 
     Error bars span the speedups of the slowest and the fastest repeat; a black tick on each bar
-    marks the ideal speedup where one is defined (n / ceil(n / max_concurrency) for concurrent).
+    marks the ideal speedup where one is defined (n / ceil(n / max_concurrency) for concurrent,
+    over sequential). `backend` (e.g. "simulated") goes into the title; `SpeedupReport.plot`
+    passes its own.
 
     Example:
         >>> compare_speedup(calls).plot()   # doctest: +SKIP
@@ -122,7 +126,7 @@ def plot_speedup(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
         _, ax = plt.subplots(figsize=(6, 3.5))
     modes = [str(m) for m in table["mode"]]
     speedup = [float(v) for v in table["speedup"]]
-    reference = speedup[0] * float(table["wall_s_mean"].iloc[0]) if len(speedup) else 1.0
+    reference = float(table["wall_s_mean"].iloc[0]) if len(speedup) else 1.0
     low = [s - reference / float(w) for s, w in zip(speedup, table["wall_s_max"], strict=True)]
     high = [reference / float(w) - s for s, w in zip(speedup, table["wall_s_min"], strict=True)]
     x = list(range(len(modes)))
@@ -150,9 +154,9 @@ def plot_speedup(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     for xi, s in zip(x, speedup, strict=True):
         ax.text(xi, s, f"{s:,.1f}x", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, modes)
-    ax.set_ylabel("speedup vs sequential")
+    ax.set_ylabel(f"speedup vs {modes[0]}" if modes else "speedup")
     ax.set_yscale("log" if max(speedup, default=1) > 50 else "linear")
-    ax.set_title("Speedup (dashed: ideal)")
+    ax.set_title(f"Speedup on {backend} (dashed: ideal)" if backend else "Speedup (dashed: ideal)")
     return ax
 
 
@@ -182,9 +186,12 @@ def plot_latency(
     """Latency distribution per agent (or `by` another metrics column): one box each.
 
     Boxes span the quartiles, the line inside is the median, whiskers reach the 5th and 95th
-    percentiles (the `p95_latency_ms` of `summary()`), dots are the calls beyond them. Cache
-    hits are left out unless `include_cache_hits` (they answer in microseconds and would flatten
-    the boxes); the y labels give each group's number of calls.
+    percentiles exactly (interpolated as `summary()` interpolates `p95_latency_ms`, not cut
+    back to the nearest call), dots are the calls beyond them. Cache hits are left out unless
+    `include_cache_hits` (they answer in microseconds and would flatten the boxes), so by
+    default the right whisker is the p95 of the calls that reached the backend, while
+    `summary()` counts every call: with `include_cache_hits=True` the two agree. The y labels
+    give each group's number of calls.
 
     Example:
         >>> plot_latency(orch.metrics())   # doctest: +SKIP
@@ -202,6 +209,8 @@ def plot_latency(
         _, ax = plt.subplots(figsize=(7, max(1.8, 0.5 * len(names) + 1.2)))
     if names:
         import matplotlib
+        import numpy as np
+        from matplotlib import cbook
 
         # `vert` gave way to `orientation` in matplotlib 3.10 (and warns from 3.11).
         horizontal: dict[str, Any] = (
@@ -209,13 +218,16 @@ def plot_latency(
             if matplotlib.__version_info__ >= (3, 10)
             else {"vert": False}
         )
-        parts = ax.boxplot(
-            [groups[n] for n in names],
-            **horizontal,
-            whis=(5, 95),
-            widths=0.6,
-            patch_artist=True,
-            medianprops={"color": "black"},
+        stats = cbook.boxplot_stats([groups[n] for n in names], whis=(5, 95))
+        for st, name in zip(stats, names, strict=True):
+            # boxplot() would end a whisker at the last call inside the percentile; the
+            # percentile itself (linear, as pandas' quantile) is what summary() reports.
+            values = np.asarray(groups[name])
+            low, high = np.percentile(values, [5, 95])
+            st["whislo"], st["whishi"] = float(low), float(high)
+            st["fliers"] = values[(values < low) | (values > high)]
+        parts = ax.bxp(
+            stats, **horizontal, widths=0.6, patch_artist=True, medianprops={"color": "black"}
         )
         for box in parts["boxes"]:
             box.set_facecolor("#9cc3e6")

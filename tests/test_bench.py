@@ -6,6 +6,8 @@ Speed is what the benchmark measures; these tests never assert wall-clock thresh
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,9 @@ from matplotlib.patches import Rectangle
 
 from agentnb import AgentOrchestrator, AgentRegistry, Config, SimulatedBackend, compare_speedup
 from agentnb.__main__ import main
+from agentnb.backends import AnthropicBackend, simulator_transport
+from agentnb.backends.simulated import CallRecord as SimCall
+from agentnb.bench import _peak_overlap
 from agentnb.bench_suite import bench_scale, goals_table, to_markdown
 from agentnb.errors import AgentnbError
 
@@ -56,6 +61,17 @@ def orchestrator(cache: bool = True) -> tuple[AgentOrchestrator, SimulatedBacken
     return orch, sim
 
 
+def sdk_orchestrator() -> tuple[AgentOrchestrator, AnthropicBackend, SimulatedBackend]:
+    """The real SDK path (`AnthropicBackend`), answered by the simulator over HTTP."""
+    cfg = Config.load(env={}, cache_enabled=True, cache_backend="memory", max_concurrency=10)
+    sim = SimulatedBackend(latency_s=0.01, jitter=0.0)
+    backend = AnthropicBackend(
+        api_key="sk-test", base_url="http://sim.local", transport=simulator_transport(sim)
+    )
+    agents = AgentRegistry(include_default_dirs=False)
+    return AgentOrchestrator(cfg, backend=backend, agents=agents), backend, sim
+
+
 CALLS = [("writer", f"Idea {i}") for i in range(12)]
 
 
@@ -63,9 +79,8 @@ def test_concurrent_peak_equals_the_limit_and_cached_makes_no_backend_call() -> 
     orch, sim = orchestrator()
     with orch:
         report = compare_speedup(CALLS, repeats=1, max_concurrency=4, orchestrator=orch)
-        # compare_speedup resets the simulator's log before each repeat; cached ran last, so
-        # every call the simulator saw since then was made during the cached mode.
-        assert sim.call_count == 0 and sim.calls == []
+        # The cached mode ran last: after its warm-up, no call reached the simulator.
+        assert sim.calls[-1].task == CALLS[-1][1] and all(c.ended for c in sim.calls)
     t = report.table.set_index("mode")
     assert list(t.index) == ["sequential", "concurrent", "cached"]
     assert t.loc["concurrent", "peak_in_flight"] == 4
@@ -76,6 +91,114 @@ def test_concurrent_peak_equals_the_limit_and_cached_makes_no_backend_call() -> 
     assert t.loc["sequential", "speedup"] == 1.0
     assert {"wall_s_mean", "wall_s_min", "wall_s_max", "calls", "speedup"} <= set(report.table)
     assert "concurrent" in repr(report) and report.max_concurrency == 4
+
+
+def test_the_sdk_client_is_made_before_the_first_timed_run() -> None:
+    orch, backend, sim = sdk_orchestrator()
+    created_when_timed: list[tuple[str, int, bool]] = []
+
+    def progress(mode: str, i: int) -> None:
+        created_when_timed.append((mode, i, backend.client_created))
+
+    with orch:
+        assert not backend.client_created
+        report = compare_speedup(
+            CALLS[:3],
+            modes=("sequential", "concurrent"),
+            repeats=2,
+            orchestrator=orch,
+            progress=progress,
+        )
+        records = orch.tracker.records
+    assert created_when_timed == [
+        ("sequential", 1, True),
+        ("sequential", 2, True),
+        ("concurrent", 1, True),
+        ("concurrent", 2, True),
+    ]
+    # The warm-up is one untimed call, first in the tracker, and in none of the report's counts.
+    assert len(records) == 1 + 2 * 3 * 2 and sim.call_count == 1 + 2 * 3 * 2
+    assert records[0].agent == "writer" and not records[0].cache_hit
+    assert list(report.table["backend_calls"]) == [6, 6]
+
+
+def test_peak_in_flight_is_na_when_the_backend_keeps_no_call_log() -> None:
+    orch, _, sim = sdk_orchestrator()
+    with orch:
+        report = compare_speedup(CALLS[:4], repeats=1, max_concurrency=2, orchestrator=orch)
+    assert report.table["peak_in_flight"].isna().all()
+    assert sim.peak_in_flight == 2  # it was there to see, but only behind the SDK
+    assert list(report.table["backend_calls"]) == [4, 4, 0]  # from the tracker's attempts
+    assert report.table.loc[2, "hit_rate"] == 1.0
+
+
+def test_peak_overlap_of_a_call_log() -> None:
+    def call(start: float, end: float | None) -> SimCall:
+        return SimCall("writer", "m", "t", start, end)
+
+    assert _peak_overlap([]) == 0
+    assert _peak_overlap([call(0, 1), call(1, 2), call(2, 3)]) == 1  # end == next start
+    assert _peak_overlap([call(0, 2), call(1, 3), call(1.5, None), call(4, 5)]) == 3
+
+
+def test_the_simulators_counts_are_read_not_reset() -> None:
+    orch, sim = orchestrator()
+    with orch:
+        orch.execute_multiple([("writer", f"Before {i}") for i in range(10)])
+        count, log, peak = sim.call_count, list(sim.calls), sim.peak_in_flight
+        assert (count, peak) == (10, 10)
+        report = compare_speedup(CALLS, repeats=2, max_concurrency=4, orchestrator=orch)
+    n = len(CALLS)
+    made = 1 + n * 2 + n * 2 + n  # warm-up, sequential, concurrent, the cached mode's warm-up
+    assert sim.call_count == count + made and len(sim.calls) == count + made
+    assert sim.calls[:count] == log  # the user's log is still there
+    assert sim.peak_in_flight == peak  # the running maximum is the backend's, untouched
+    t = report.table.set_index("mode")
+    assert list(t["backend_calls"]) == [2 * n, 2 * n, 0]
+    assert list(t["peak_in_flight"]) == [1, 4, 0]
+
+
+def test_speedup_is_against_the_first_mode_given() -> None:
+    orch, _ = orchestrator()
+    with orch:
+        report = compare_speedup(
+            CALLS[:6], modes=("concurrent", "cached"), repeats=1, orchestrator=orch
+        )
+    t = report.table
+    assert t["speedup"].notna().all()
+    assert t["speedup"].iloc[0] == 1.0 and t["speedup"].iloc[1] > 1.0
+    assert report.baseline == "concurrent" and "speedup vs concurrent" in repr(report)
+    assert t["ideal_speedup"].iloc[0] == 1.0 and math.isnan(t["ideal_speedup"].iloc[1])
+    ax = report.plot(Figure().subplots())
+    assert ax.get_ylabel() == "speedup vs concurrent"
+    heights = [p.get_height() for p in ax.patches if isinstance(p, Rectangle)]
+    assert heights == pytest.approx(list(t["speedup"])) and all(h > 0 for h in heights)
+
+
+def test_the_html_repr_and_the_plot_say_what_was_measured_and_on_what() -> None:
+    orch, _ = orchestrator()
+    with orch:
+        report = compare_speedup(CALLS[:4], repeats=1, max_concurrency=2, orchestrator=orch)
+    html = report._repr_html_()
+    assert html.startswith("<table") and html.index("<caption>") < html.index("<thead>")
+    caption = html[html.index("<caption>") : html.index("</caption>")]
+    for part in ("4 calls", "max_concurrency=2", "backend=simulated", "speedup vs sequential"):
+        assert part in caption
+    assert report.simulated and repr(report).splitlines()[0] == f"SpeedupReport: {report.caption}"
+    assert report.plot(Figure().subplots()).get_title() == "Speedup on simulated (dashed: ideal)"
+
+    sdk, _, _ = sdk_orchestrator()
+    with sdk:
+        behind_sdk = compare_speedup(CALLS[:2], modes=("concurrent",), repeats=1, orchestrator=sdk)
+    assert behind_sdk.simulated and behind_sdk.backend == "claude"
+    assert "backend=claude (simulated)" in behind_sdk._repr_html_()
+    assert "claude (simulated)" in behind_sdk.plot(Figure().subplots()).get_title()
+
+
+def test_a_mode_given_twice_is_refused() -> None:
+    orch, _ = orchestrator()
+    with orch, pytest.raises(AgentnbError, match="each mode may be given once"):
+        compare_speedup(CALLS[:2], modes=("sequential", "sequential"), orchestrator=orch)
 
 
 def test_cached_mode_needs_a_cache() -> None:
@@ -140,3 +263,48 @@ def test_bench_smoke_prints_every_table_and_writes_outputs(
     assert data["goals"] and all(isinstance(g["met"], bool) for g in data["goals"])
     for png in ("speedup.png", "skewed_timeline.png", "skewed_latency.png", "skewed_cost.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+#: The header of each section's table in `bench --quick`, then of the goals table: pinned, since
+#: scripts read these tables.
+QUICK_HEADERS = {
+    "fanout": "| calls | latency_ms | concurrent_s | sequential_s | speedup | ideal_speedup | "
+    "efficiency | bare_sim_efficiency | peak_in_flight | goal | met |",
+    "overhead": "| mode | calls | bare_backend_us | orchestrator_us | overhead_us | goal | met |",
+    "cache": "| store | op | entries | samples | p50_us | p99_us | note | goal | met |",
+    "workflow": "| figure | value | unit | goal | met |",
+    "scale": "| calls | concurrency | latency_ms | wall_s | ideal_s | wall_over_ideal | "
+    "bare_sim_over_ideal | calls_per_s | peak_in_flight | rss_before_mb | peak_rss_mb | goal | "
+    "met |",
+    "sdk_baseline": "| client | calls | latency_ms | wall_s_median | wall_s_min | vs_bare | goal | "
+    "met |",
+    "cached_rerun": "| calls | latency_ms | first_run_s | rerun_ms_median | rerun_hit_rate | "
+    "speedup | backend_calls_in_reruns | goal | met |",
+    "speedup": "| mode | wall_s_mean | wall_s_min | wall_s_max | speedup | calls | repeats | "
+    "hit_rate | backend_calls | peak_in_flight | ideal_speedup | goal | met |",
+    "goals": "| section | what | goal | met |",
+}
+
+
+def test_bench_quick_runs_and_prints_every_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's `bench --quick`, for real (about 30 s): every section's table is printed.
+
+    Only the shape of the output is checked; whether the goals are met is the benchmark's
+    business (it depends on the machine), not this test's.
+    """
+    status = main(["bench", "--quick"])
+    out = capsys.readouterr().out
+    assert status == 0
+    blocks = out.split("\n### ")[1:]
+    titles = [*SECTIONS.values(), "Goals:"]
+    assert len(blocks) == len(titles)
+    for block, title, header in zip(blocks, titles, QUICK_HEADERS.values(), strict=True):
+        lines = block.splitlines()
+        assert lines[0].startswith(title)
+        at = lines.index(header)  # raises if the table or its header is missing
+        assert set(lines[at + 1].strip("|").split("|")) == {"---"}
+        rows = [line for line in lines[at + 2 :] if line.startswith("| ")]
+        assert rows and all(r.count(" | ") == header.count(" | ") for r in rows), title
+    goals = blocks[-1]
+    assert re.match(r"Goals: (\d+) of (\d+) met", goals)
+    assert "| fanout | calls=1000 |" in goals and "| scale | calls=10000 |" in goals

@@ -239,6 +239,13 @@ def sim_orchestrator(**config: Any) -> AgentOrchestrator:
     )
 
 
+def test_prices_live_in_pricing_and_are_still_importable_from_metrics() -> None:
+    from agentnb import metrics, pricing
+
+    assert metrics.prices is pricing.prices is agentnb.prices
+    assert metrics.PriceTable is pricing.PriceTable is PriceTable
+
+
 def test_updating_agentnb_prices_changes_costs(scratch_prices: PriceTable, tmp_path: Path) -> None:
     with sim_orchestrator() as orch:
         before = orch.execute_agent("writer", "Price me", model="model-x-test")

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from agentnb import PerformanceTracker
-from agentnb.metrics import CallRecord
+from agentnb.metrics import CallRecord, summarize
 from agentnb.plots import plot_cost, plot_latency, plot_speedup
 
 
@@ -104,6 +104,34 @@ def test_latency_can_include_cache_hits_and_group_by_model() -> None:
     assert [t.get_text() for t in by_model.get_yticklabels()] == ["m1 (5)", "m2 (1)"]
 
 
+def whisker_ends(ax: Axes) -> list[float]:
+    """x where each right-hand whisker ends, top box first (boxes are horizontal)."""
+    ends: dict[float, float] = {}
+    for line in ax.lines:
+        x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        flat = len(x) == 2 and y[0] == y[1] and x[0] != x[1]  # caps and medians are upright
+        if flat and line.get_linestyle() != "None":  # fliers are markers, not a line
+            ends[y[0]] = max(ends.get(y[0], -math.inf), *x)
+    return [ends[y] for y in sorted(ends)]
+
+
+def test_latency_whiskers_are_the_p95_that_summary_reports() -> None:
+    records = [rec("writer", float(ms)) for ms in range(10, 110, 10)]  # p95 = 95.5, between calls
+    records += [rec("writer", 0.2, cache_hit=True, attempts=0)] * 3
+    records += [rec("critic", 100.0), rec("critic", 300.0)]
+    tracker = tracker_of(records)
+    every_call = summarize(tracker.to_dataframe(), "agent").set_index("agent")["p95_latency_ms"]
+    ax = plot_latency(tracker, new_ax(), include_cache_hits=True)
+    assert whisker_ends(ax) == pytest.approx([every_call["critic"], every_call["writer"]])
+    # By default cache hits are left out: the whisker is the p95 of the backend's calls only.
+    backend_only = tracker.to_dataframe().query("not cache_hit")
+    p95 = summarize(backend_only, "agent").set_index("agent")["p95_latency_ms"]
+    assert whisker_ends(plot_latency(tracker, new_ax())) == pytest.approx(
+        [p95["critic"], p95["writer"]]
+    )
+    assert p95["writer"] == pytest.approx(95.5) and every_call["writer"] < 95.5
+
+
 def test_latency_with_no_calls_says_so() -> None:
     ax = plot_latency(PerformanceTracker(), new_ax())
     assert medians(ax) == [] and [t.get_text() for t in ax.texts] == ["no calls"]
@@ -160,3 +188,7 @@ def test_speedup_bars_heights_labels_and_ideal() -> None:
     ]
     assert ideals == [(-0.4, 1.0), (0.6, 5.0)]  # over their own bars; none for "cached"
     assert ax.get_yscale() == "log"  # 200x does not fit a linear axis
+    assert ax.get_ylabel() == "speedup vs sequential"
+    assert ax.get_title() == "Speedup (dashed: ideal)"
+    titled = plot_speedup(table, new_ax(), backend="claude (simulated)")
+    assert titled.get_title() == "Speedup on claude (simulated) (dashed: ideal)"

@@ -1,0 +1,113 @@
+"""The cache: tier latencies, a cached call end to end, and fully cached re-runs."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+from ..loop import run_sync
+from ..orchestrator import AgentCall
+from ._common import Row, _goal, _orchestrator, _parts, _timed
+
+_CACHE_GOALS = {
+    ("memory", "hit"): 10.0,
+    ("sqlite", "get"): 50.0,
+    ("sqlite", "set"): 100.0,
+    ("orchestrator", "execute_agent hit (awaited)"): 200.0,
+    ("orchestrator", "execute_agent hit (blocking)"): 200.0,
+}
+
+
+def bench_cache_tiers(
+    entries: tuple[int, ...] = (10_000, 100_000), *, samples: int = 2000
+) -> list[Row]:
+    """Cache latencies (p50/p99 µs) per tier and entry count, then a cached call end to end.
+
+    Tier rows come from `agentnb.cache.bench.bench_cache` (diskcache included when installed).
+    The last rows time a cache hit through the whole orchestrator: `await execute_agent` on the
+    home loop, and the blocking `AgentOrchestrator.execute_agent` a notebook cell uses (which
+    adds the hop to the loop thread). Goals: memory hit <= 10 µs, SQLite get <= 50 µs and
+    set <= 100 µs, a cached `execute_agent` <= 200 µs (all p50).
+    """
+    from ..cache.bench import bench_cache
+
+    # End to end first: after the 100k-entry tier run frees its few hundred MB, thread
+    # hand-offs are slower for a while, which would be the allocator's figure, not agentnb's.
+    end_to_end = _cached_call_latency(samples)
+    rows: list[Row] = []
+    for n in entries:
+        rows.extend(bench_cache(n, samples=samples))
+    rows.extend(end_to_end)
+    for row in rows:
+        limit = _CACHE_GOALS.get((row["store"], row["op"]))
+        if limit is None:
+            _goal(row, "", None)
+        else:
+            _goal(row, f"p50 <= {limit:g} us", row["p50_us"] <= limit)
+    return rows
+
+
+def _cached_call_latency(samples: int) -> list[Row]:
+    from ..cache.bench import _row
+    from ..orchestrator import AgentOrchestrator
+
+    cfg, kwargs = _parts(0.0, 10, cache_backend="memory")
+    orch = AgentOrchestrator(cfg, **kwargs)
+    aio = orch.aio
+    task = "Summarise " + "x" * 2000  # a 2 KB task, as in the cache issue's goal
+    orch.execute_agent("writer", task)  # the one miss
+    for _ in range(max(50, samples // 4)):  # warm-up: steady state, not first calls
+        orch.execute_agent("writer", task)
+
+    async def awaited() -> list[int]:
+        clock = time.perf_counter_ns
+        out = []
+        for _ in range(samples):
+            t0 = clock()
+            await aio.execute_agent("writer", task)
+            out.append(clock() - t0)
+        return out
+
+    on_loop = run_sync(awaited())
+    blocking = []
+    for _ in range(samples):
+        t0 = time.perf_counter_ns()
+        orch.execute_agent("writer", task)
+        blocking.append(time.perf_counter_ns() - t0)
+    df = orch.metrics()
+    orch.close()
+    misses = int((~df["cache_hit"]).sum())
+    note = "memory tier" if misses == 1 else f"memory tier, {misses} misses (expected 1)"
+    return [
+        _row("orchestrator", "execute_agent hit (awaited)", 1, on_loop, note),
+        _row("orchestrator", "execute_agent hit (blocking)", 1, blocking, note + ", thread hop"),
+    ]
+
+
+def bench_cached_rerun(calls: int = 20, *, latency_s: float = 0.2, repeats: int = 20) -> list[Row]:
+    """A batch's first run (empty cache) against re-runs answered wholly by the cache.
+
+    The cache is the default kind (memory in front of SQLite) in a temporary directory; a
+    re-run is answered by the memory tier. Goal: re-run >= 100x faster than the first run.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        aio = _orchestrator(latency_s, calls, cache_backend="sqlite", cache_dir=tmp)
+        batch = [AgentCall("writer", f"Summarise document {i}") for i in range(calls)]
+        first = _timed(aio.execute_multiple(batch))
+        reruns = [_timed(aio.execute_multiple(batch)) for _ in range(repeats)]
+        df = aio.metrics()
+        hits = int(df["cache_hit"].iloc[calls:].sum())
+        run_sync(aio.aclose())
+    rerun = statistics.median(reruns)
+    row = {
+        "calls": calls,
+        "latency_ms": latency_s * 1000,
+        "first_run_s": round(first, 4),
+        "rerun_ms_median": round(rerun * 1000, 3),
+        "rerun_hit_rate": hits / (calls * repeats),
+        "speedup": round(first / rerun, 1),
+        "backend_calls_in_reruns": int(getattr(aio.backend, "call_count", calls)) - calls,
+    }
+    met = first / rerun >= 100 and hits == calls * repeats
+    return [_goal(row, ">= 100x, every re-run call a hit", met)]
