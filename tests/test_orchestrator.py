@@ -276,14 +276,14 @@ async def test_explicit_batch_limit(orch_backend: Any) -> None:
 
 
 async def test_first_failure_cancels_the_rest() -> None:
-    orch, backend = make(backend_kw={"latencies": {"writer": 2.0}})
+    orch, backend = make(backend_kw={"latencies": {"writer": 30.0}})
     backend.inject("bad_request", times=1, agent="python-expert")
     before = home_task_count()
     calls = [("writer", f"slow {i}") for i in range(5)] + [("python-expert", "fails")]
     t0 = time.monotonic()
     with pytest.raises(AgentCallError):
         await orch.execute_multiple(calls)
-    assert time.monotonic() - t0 < 1.5  # did not wait for the 2 s calls
+    assert time.monotonic() - t0 < 15  # did not wait for the 30 s calls
     assert backend.in_flight == 0
     assert home_task_count() == before
     failures = orch.metrics().query("not success")
@@ -521,8 +521,7 @@ async def test_workflow_limit_above_the_config_limit_is_honoured() -> None:
     steps = "\n".join(f"  - {{id: s{i}, agent: writer, task: 'part {i}'}}" for i in range(6))
     run = await orch.run_workflow(f"name: wide\nmax_concurrency: 6\nsteps:\n{steps}\n")
     assert run.status == "succeeded"
-    assert backend.peak_in_flight == 6
-    assert (orch.metrics()["queue_ms"] < 40).all()  # no step waited for a slot (50 ms calls)
+    assert backend.peak_in_flight == 6  # above the config's 2: no global slot was taken
     await orch.aclose()
 
 
