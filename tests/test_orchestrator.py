@@ -236,7 +236,7 @@ async def test_a_retry_after_longer_than_allowed_fails_at_once() -> None:
     t0 = time.monotonic()
     with pytest.raises(AgentCallError) as info:
         await orch.execute_agent("writer", "patience")
-    assert time.monotonic() - t0 < 3  # it did not wait the hour
+    assert time.monotonic() - t0 < 30  # it did not wait the hour
     assert "asked to wait 3600 s" in str(info.value) and info.value.attempts == 1
     assert backend.call_count == 1
     await orch.aclose()
