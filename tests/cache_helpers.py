@@ -24,6 +24,19 @@ from pathlib import Path
 from typing import Any
 
 
+class FakeClock:
+    """A wall clock that only moves when told to."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def entry_key(prefix: str, i: int) -> str:
     """The cache key of entry `i` of a writer."""
     return hashlib.sha256(f"{prefix}-{i}".encode()).hexdigest()

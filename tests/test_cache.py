@@ -52,24 +52,11 @@ from agentnb.errors import CacheError
 from agentnb.loop import HomeLoop
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cache_helpers import entry_key, entry_payload
+from cache_helpers import FakeClock, entry_key, entry_payload
 
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = Path(__file__).resolve().parent / "cache_helpers.py"
 SECRET = b"test-secret-0123456789abcdef"
-
-
-class FakeClock:
-    """A wall clock that only moves when told to."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(autouse=True)

@@ -30,18 +30,10 @@ from agentnb.cache.redis import PREFIX, RedisTier, display_url
 from agentnb.config import Config
 from agentnb.errors import CacheError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cache_helpers import FakeClock
+
 SECRET = b"redis-test-secret-0123456789"
-
-
-class FakeClock:
-    def __init__(self, now: float = 2_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def find_redis_server() -> str:
@@ -141,7 +133,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(2_000_000.0)
 
 
 @pytest.fixture
