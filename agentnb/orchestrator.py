@@ -250,12 +250,15 @@ class AsyncAgentOrchestrator:
         use_cache: bool = True,
         progress: Callable[[StepEvent], None] | None = None,
         resume: WorkflowRun | None = None,
+        on_interrupt: Callable[[WorkflowRun], None] | None = None,
     ) -> WorkflowRun:
         """Run a workflow (a `Workflow`, YAML text or path, or a dict); see `agentnb.workflow`.
 
         At most `max_concurrency` steps run at once: the argument, else the workflow's own
         `max_concurrency:`, else the config's (when both are given, the smaller). The scheduler
-        holds that limit, so a step is "running" only while it really runs.
+        holds that limit, so a step is "running" only while it really runs. If the run is
+        interrupted, `on_interrupt` gets the partial run (usable as `resume=`) before the
+        cancellation propagates.
         """
         from .workflow import Workflow, execute_workflow
 
@@ -292,6 +295,7 @@ class AsyncAgentOrchestrator:
             # A step is reused from `resume` only if its cache key (prompt, backend, model, ...)
             # is unchanged, so an edited agent or a switch to Claude runs it again.
             fingerprint=lambda step, task: self._cache_key(prepare(step, task)),
+            on_interrupt=on_interrupt,
         )
         return await self._on_home(coro)
 
@@ -963,6 +967,7 @@ class AgentOrchestrator:
         use_cache: bool = True,
         progress: Callable[[StepEvent], None] | None = None,
         resume: WorkflowRun | None = None,
+        on_interrupt: Callable[[WorkflowRun], None] | None = None,
     ) -> WorkflowRun:
         """Blocking `AsyncAgentOrchestrator.run_workflow`."""
         return self._run(
@@ -973,6 +978,7 @@ class AgentOrchestrator:
                 use_cache=use_cache,
                 progress=progress,
                 resume=resume,
+                on_interrupt=on_interrupt,
             )
         )
 

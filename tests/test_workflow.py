@@ -263,6 +263,34 @@ async def test_cancelling_the_run_cancels_running_steps_and_propagates() -> None
     assert finals == {("A", "succeeded"), ("B", "skipped"), ("C", "skipped")}
 
 
+async def test_an_interrupted_run_hands_out_its_partial_run_for_resume() -> None:
+    ex = Recorder({"A": 0.0, "B": 5.0, "C": 0.0})
+    wf = workflow(("A", "a"), ("B", "{{A}}"), ("C", "{{A}}"), ("D", "{{B}} {{C}}"))
+    partial: list[WorkflowRun] = []
+    task = asyncio.ensure_future(
+        execute_workflow(
+            wf, ex, on_interrupt=partial.append, fingerprint=lambda step, task: f"fp:{task}"
+        )
+    )
+    while "C" not in {s for kind, s in ex.log if kind == "end"}:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (run,) = partial
+    status = {k: (s.status, s.reason) for k, s in run.steps.items()}
+    assert status["A"][0] == "succeeded" and status["C"][0] == "succeeded"
+    assert status["B"] == ("skipped", "cancelled while running")
+    assert status["D"] == ("skipped", "interrupted before it finished")
+    assert run.steps["C"].fingerprint == "fp:<A>"
+    # The partial run resumes: only the unfinished steps call the executor again.
+    again = Recorder()
+    done = await execute_workflow(
+        wf, again, resume=run, fingerprint=lambda step, task: f"fp:{task}"
+    )
+    assert done.status == "succeeded" and set(again.calls) == {"B", "D"}
+
+
 def test_keyboard_interrupt_in_a_step_propagates_after_cancelling_the_others() -> None:
     ex = Recorder({"slow": 5.0, "boom": 0.01})
 

@@ -31,13 +31,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from IPython.display import clear_output, display
 
-from ..workflow import StepEvent, StepResult, StepStatus, Workflow, WorkflowRun
-from ..workflow.template import render
+from ..workflow import StepEvent, Workflow, WorkflowRun
 
 if TYPE_CHECKING:
     from ..orchestrator import AgentStream
@@ -145,25 +143,21 @@ class WorkflowProgress:
     `on_event` is the `progress=` callback of `run_workflow`; it is called on agentnb's loop
     thread, so rendering is throttled and guarded by a lock. `finish(run)` (after a normal end)
     makes the live output give way to the run (`render`: see `_Output.give_way`); `stop()`
-    (after an interrupt or error) leaves the last state shown. `partial_run()` builds a
-    `WorkflowRun` of what had happened so far.
+    (after an interrupt or error) leaves the last state shown.
     """
 
     def __init__(
         self,
         workflow: Workflow,
-        variables: Mapping[str, Any] | None = None,
         *,
         live: bool,
         quiet: bool = False,
         render: Render | None = None,
     ) -> None:
         self.workflow = workflow
-        self.variables = dict(variables or {})
         self.live = live and not quiet
         self.quiet = quiet
         self.render = render
-        self.started_at = datetime.now(UTC)
         self._t0 = time.perf_counter()  # corrected to the scheduler's own start by its events
         self._events: dict[str, StepEvent] = {}
         self._started: dict[str, float] = {}
@@ -282,60 +276,6 @@ class WorkflowProgress:
             f"<tbody>{''.join(rows)}</tbody></table></div>"
         )
         return {"text/plain": text, "text/html": table}
-
-    # -- what had happened --------------------------------------------------------------------
-    def partial_run(self) -> WorkflowRun:
-        """A `WorkflowRun` of the steps finished so far; the others are `skipped` (interrupted).
-
-        Finished steps carry the task they ran (placeholders filled as the scheduler does), so
-        the partial run works as `resume=` for the next run.
-        """
-        with self._lock:
-            events = dict(self._events)
-            started = dict(self._started)
-            now = self._now()
-        values = dict(self.workflow.inputs)
-        values.update({k: str(v) for k, v in self.variables.items()})
-        values.update({k: e.result.text for k, e in events.items() if e.result is not None})
-        steps: dict[str, StepResult] = {}
-        for step in self.workflow.steps:
-            event = events.get(step.id)
-            start = started.get(step.id)
-            status: StepStatus = "skipped"
-            reason: str | None = "interrupted before it finished"
-            end, result, error = now, None, None
-            if event is not None and event.status in FINAL_STATUSES:
-                status, reason, end = event.status, event.reason, event.at
-                result, error = event.result, event.error
-            task = None
-            if status in ("succeeded", "cached", "failed"):
-                try:
-                    task = render(step.task, {n: values[n] for n in step.placeholders})
-                except KeyError:  # pragma: no cover - a finished step had all its inputs
-                    task = None
-            attempts = result.attempts if result is not None else 0
-            if error is not None:
-                attempts = int(getattr(error, "attempts", 1))
-            steps[step.id] = StepResult(
-                step_id=step.id,
-                agent=step.agent,
-                status=status,
-                result=result,
-                error=error,
-                task=task,
-                reason=reason,
-                started_s=start,
-                ended_s=end if start is not None else None,
-                started_at=self._at(start),
-                ended_at=self._at(end) if start is not None else None,
-                attempts=attempts,
-            )
-        return WorkflowRun(
-            workflow=self.workflow, steps=steps, started_at=self.started_at, wall_s=now
-        )
-
-    def _at(self, seconds: float | None) -> datetime | None:
-        return None if seconds is None else self.started_at + timedelta(seconds=seconds)
 
 
 # -- --dry-run -----------------------------------------------------------------------------------

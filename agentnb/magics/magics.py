@@ -276,11 +276,11 @@ class AgentMagics(Magics):
             return WorkflowPlan(workflow)
         progress = WorkflowProgress(
             workflow,
-            variables,
             live=self.in_kernel,
             quiet=args.quiet,
             render=self._render_if_alone("workflow", cell),
         )
+        partial_runs: list[WorkflowRun] = []
         try:
             run = orch.run_workflow(
                 workflow,
@@ -289,16 +289,18 @@ class AgentMagics(Magics):
                 use_cache=not args.no_cache,
                 progress=progress.on_event,
                 resume=resume,
+                on_interrupt=partial_runs.append,
             )
         except KeyboardInterrupt:
             progress.stop("interrupted")
-            partial = progress.partial_run()
-            done = sum(1 for s in partial.steps.values() if s.ok)
+            # The scheduler's own account of what had finished (empty if nothing had started).
+            partial = partial_runs[0] if partial_runs else None
+            done = 0 if partial is None else sum(1 for s in partial.steps.values() if s.ok)
             note = (
                 f"agentnb: workflow {workflow.name!r} interrupted; {done} of "
-                f"{len(partial.steps)} steps had finished"
+                f"{len(workflow.steps)} steps had finished"
             )
-            if args.output:
+            if args.output and partial is not None:
                 ns[args.output] = partial
                 note += f"; the partial run is in {args.output} (--resume {args.output} reuses it)"
             print(note, file=sys.stderr)

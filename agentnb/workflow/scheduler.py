@@ -78,6 +78,7 @@ async def execute_workflow(
     resume: WorkflowRun | None = None,
     agents: Container[str] | None = None,
     fingerprint: StepFingerprint | None = None,
+    on_interrupt: Callable[[WorkflowRun], None] | None = None,
 ) -> WorkflowRun:
     """Run every step of `workflow` through `execute` and return the `WorkflowRun`.
 
@@ -96,6 +97,10 @@ async def execute_workflow(
     reused only if they are equal. If it raises, the step is not reused but run (where the
     same problem surfaces as the step's failure).
 
+    When the run is cancelled (an interrupt), the `CancelledError` propagates; first
+    `on_interrupt` is given the partial `WorkflowRun`: finished steps as they ended, the rest
+    `skipped`. It works as `resume=` for the next run.
+
     Example:
         >>> run = await execute_workflow(wf, execute, resume=last,       # doctest: +SKIP
         ...                              fingerprint=lambda step, task: key_for(step, task))
@@ -113,7 +118,15 @@ async def execute_workflow(
         resume,
         fingerprint,
     )
-    return await scheduler.run()
+    try:
+        return await scheduler.run()
+    except asyncio.CancelledError:
+        if on_interrupt is not None:
+            try:
+                on_interrupt(scheduler.build_run("interrupted before it finished"))
+            except Exception:
+                log.exception("workflow on_interrupt callback failed")
+        raise
 
 
 async def iter_workflow(
@@ -201,13 +214,13 @@ class _Scheduler:
         except* _FailFast:
             pass
         first = next((k for k, r in self.results.items() if r.status == "failed"), None)
+        return self.build_run(f"not started: step {first!r} failed (on_error: fail_fast)")
+
+    def build_run(self, unfinished: str) -> WorkflowRun:
+        """The run as it stands; steps without a result are `skipped` because `unfinished`."""
         for step in self.steps:
             if step.id not in self.results:
-                self._finish(
-                    step,
-                    "skipped",
-                    reason=f"not started: step {first!r} failed (on_error: fail_fast)",
-                )
+                self._finish(step, "skipped", reason=unfinished)
         wall = time.perf_counter() - self.t0
         return WorkflowRun(
             workflow=self.workflow,
