@@ -186,10 +186,6 @@ class AsyncAgentOrchestrator:
         # Looked up each time, not kept: after a fork the child gets a loop thread of its own.
         return get_home_loop()
 
-    @property
-    def backend_label(self) -> str:
-        return self.backend.label
-
     # -- public API ---------------------------------------------------------------------------
     async def execute_agent(
         self,
@@ -887,8 +883,8 @@ class AgentOrchestrator:
     def tracker(self) -> PerformanceTracker:
         return self.aio.tracker
 
-    def _run(self, coro: Awaitable[T]) -> T:
-        return self.aio._home.run_sync(_as_coroutine(coro))
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.aio._home.run_sync(coro)
 
     def execute_agent(
         self,
@@ -1003,10 +999,6 @@ class AgentOrchestrator:
 
     def __repr__(self) -> str:
         return repr(self.aio).replace("AsyncAgentOrchestrator", "AgentOrchestrator")
-
-
-async def _as_coroutine(aw: Awaitable[T]) -> T:
-    return await aw
 
 
 _default_lock = threading.Lock()

@@ -705,22 +705,25 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "nan"}) is None
 
 
+#: The first SSE event of a streamed answer, for servers written by hand in these tests.
+MESSAGE_START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": MODEL,
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    },
+}
+
+
 async def test_httpx_errors_mid_stream_are_translated() -> None:
     async def broken() -> Any:
-        start = {
-            "type": "message_start",
-            "message": {
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "content": [],
-                "model": MODEL,
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 1, "output_tokens": 1},
-            },
-        }
-        yield f"event: message_start\ndata: {json.dumps(start)}\n\n".encode()
+        yield f"event: message_start\ndata: {json.dumps(MESSAGE_START)}\n\n".encode()
         raise httpx2.RemoteProtocolError("peer closed connection")
 
     def handler(request: httpx2.Request) -> httpx2.Response:
@@ -803,21 +806,8 @@ def test_cache_identity_tells_the_real_api_from_other_servers_and_the_simulator(
 
 def sse_error_transport(error_type: str, headers: dict[str, str] | None = None) -> Any:
     """A server that starts a 200 stream, sends one delta, then an `error` event."""
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "content": [],
-            "model": MODEL,
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 1},
-        },
-    }
     events = [
-        ("message_start", start),
+        ("message_start", MESSAGE_START),
         (
             "content_block_start",
             {
