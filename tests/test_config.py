@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agentnb.config import DEFAULT_MODEL_ALIASES, Config, Secret
+from agentnb._settings_meta import Range
+from agentnb.config import DEFAULT_MODEL_ALIASES, Config, Secret, setting_help
 from agentnb.errors import ConfigError
 
 
@@ -216,3 +221,165 @@ def test_secret_equality_without_disclosure() -> None:
     assert Secret("a") == Secret("a")
     assert Secret("a") != Secret("b")
     assert not Secret("")
+
+
+# -- ranges: one source of truth, every source checked ------------------------------------------
+#: (setting, a value it refuses, what the message says it must be)
+REFUSED: list[tuple[str, Any, str]] = [
+    ("timeout_s", math.nan, "a finite number"),
+    ("timeout_s", math.inf, "a finite number"),
+    ("timeout_s", 0, "more than 0"),
+    ("timeout_s", 3601, "at most 3,600"),
+    ("backoff_base_s", -math.inf, "a finite number"),
+    ("backoff_base_s", 0, "more than 0"),
+    ("backoff_cap_s", math.inf, "a finite number"),
+    ("backoff_cap_s", 601, "at most 600"),
+    ("max_retry_wait_s", math.nan, "a finite number"),
+    ("max_retry_wait_s", -1, "at least 0"),
+    ("cache_ttl_s", math.nan, "a finite number"),
+    ("cache_ttl_s", 11 * 365 * 24 * 3600, "at most 315,360,000"),
+    ("sim_latency_s", math.inf, "a finite number"),
+    ("sim_latency_per_token_s", 601, "at most 600"),
+    ("sim_jitter", 1.5, "at most 1"),
+    ("sim_fault_rate", math.nan, "a finite number"),
+    ("temperature", -0.1, "at least 0"),
+    ("max_concurrency", 0, "at least 1"),
+    ("max_concurrency", 10_001, "at most 10,000"),
+    ("max_attempts", 101, "at most 100"),
+    ("max_tokens", 0, "at least 1"),
+    ("sim_rpm_limit", 0, "at least 1"),
+]
+
+
+def _yaml(value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return ".nan"
+    if isinstance(value, float) and math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    return str(value)
+
+
+@pytest.mark.parametrize(("key", "value", "must"), REFUSED)
+@pytest.mark.parametrize("source", ["arguments", "env", "file"])
+def test_non_finite_and_out_of_range_values_are_refused_naming_key_and_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, key: str, value: Any, must: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str] = {}
+    overrides: dict[str, Any] = {}
+    if source == "arguments":
+        overrides[key] = value
+        where = "arguments"
+    elif source == "env":
+        env[f"AGENTNB_{key.upper()}"] = str(value)  # 'nan', 'inf', '-inf' as a shell would
+        where = f"AGENTNB_{key.upper()}"
+    else:
+        where = write(tmp_path, f"{key}: {_yaml(value)}\n").name  # found in the working dir
+    with pytest.raises(ConfigError) as info:
+        Config.load(env=env, **overrides)
+    message = str(info.value)
+    assert message.startswith(f"{where}: setting {key!r} must be {must}, got ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("timeout_s", 3600),
+        ("backoff_base_s", 600),
+        ("max_retry_wait_s", 0),
+        ("cache_ttl_s", 0),  # never expires
+        ("cache_ttl_s", 10 * 365 * 24 * 3600),
+        ("sim_latency_s", 0),
+        ("sim_jitter", 1),
+        ("temperature", 0),
+        ("sim_fault_rate", 1),
+        ("max_concurrency", 10_000),
+        ("max_attempts", 100),
+        ("sim_seed", -5),  # no range: any integer seeds the simulator
+    ],
+)
+def test_the_ends_of_each_range_are_accepted(key: str, value: float) -> None:
+    overrides: dict[str, Any] = {key: value}
+    assert getattr(Config.load(env={}, **overrides), key) == value
+
+
+def test_string_nan_in_a_file_and_direct_construction_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "timeout_s: 'nan'\n")
+    with pytest.raises(ConfigError, match=r"agentnb\.yaml: setting 'timeout_s' must be a finite"):
+        Config.load(env={})
+    with pytest.raises(ConfigError, match=r"arguments: setting 'cache_ttl_s' must be a finite"):
+        Config(cache_ttl_s=math.nan)
+    with pytest.raises(ConfigError, match="sim_jitter"):
+        Config().replace(sim_jitter=math.inf)
+
+
+def test_every_setting_has_help_and_numbers_show_their_range() -> None:
+    for f in dataclasses.fields(Config):
+        assert f.metadata["help"], f.name
+    assert setting_help("timeout_s").endswith("Range: more than 0 and at most 3,600.")
+    assert setting_help("max_concurrency").endswith("Range: at least 1 and at most 10,000.")
+    assert setting_help("temperature").endswith("Range: at least 0 and at most 1.")
+    assert "Range" not in setting_help("default_model")
+    numeric = [f.name for f in dataclasses.fields(Config) if f.type in ("float", "float | None")]
+    assert numeric and all("Range: " in setting_help(n) for n in numeric)  # every float bounded
+
+
+def test_range_wording() -> None:
+    assert Range(low=0, high=1).problem(0.5) is None
+    assert Range(low=0, low_open=True).problem(0.0) == "more than 0"
+    assert Range(high=2.5, high_open=True).problem(2.5) == "less than 2.5"
+    assert Range(low=1).problem(math.nan) == "a finite number"
+    assert Range(low=1).problem(10**400) is None  # a huge int is compared exactly, not as float
+    assert str(Range(low=0, high=0.25)) == "at least 0 and at most 0.25"
+
+
+# -- paths and the config file named by AGENTNB_CONFIG ------------------------------------------
+def test_agentnb_config_naming_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(ConfigError, match=re.escape(f"AGENTNB_CONFIG: config file {missing} does")):
+        Config.load(env={"AGENTNB_CONFIG": str(missing)})
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path} is not a file")):
+        Config.load(env={"AGENTNB_CONFIG": str(tmp_path)})
+    with pytest.raises(ConfigError, match="AGENTNB_CONFIG is set but empty"):
+        Config.load(env={"AGENTNB_CONFIG": ""})
+
+
+def test_missing_path_argument_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config.load(path=tmp_path / "nowhere.yaml", env={})
+
+
+@pytest.mark.parametrize("source", ["arguments", "env", "file"])
+@pytest.mark.parametrize("key", ["cache_dir", "metrics_path"])
+def test_an_empty_path_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, key: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if source == "env" and key == "metrics_path":
+        # An optional setting left empty in the environment is unset, like AGENTNB_TEMPERATURE=
+        assert Config.load(env={"AGENTNB_METRICS_PATH": ""}).metrics_path is None
+        return
+    env = {f"AGENTNB_{key.upper()}": ""} if source == "env" else {}
+    overrides = {key: ""} if source == "arguments" else {}
+    if source == "file":
+        write(tmp_path, f"{key}: ''\n")
+    with pytest.raises(ConfigError, match=rf"setting {key!r} must be a path \(not empty\)"):
+        Config.load(env=env, **overrides)
+
+
+def test_an_empty_agents_dir_is_refused_and_empty_env_parts_skipped(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="agents_dirs"):
+        Config.load(env={}, agents_dirs=[str(tmp_path), " "])
+    env = {"AGENTNB_AGENTS_DIRS": f"{tmp_path}::"}
+    assert Config.load(env=env).agents_dirs == [tmp_path]
+
+
+def test_progress_setting() -> None:
+    assert Config.load(env={}).progress is True
+    assert Config.load(env={"AGENTNB_PROGRESS": "off"}).progress is False
+    with pytest.raises(ConfigError, match="'progress' must be true or false"):
+        Config.load(env={}, progress="sometimes")

@@ -1,8 +1,11 @@
 """`AgentNB`: the extension's settings (`%config AgentNB.<name> = value`) and its orchestrator.
 
-Every `Config` field that makes sense in a notebook is a traitlet here (the API key is not: it
-comes from `ANTHROPIC_API_KEY` only, so it never lands in a notebook). A value is checked when it
-is set, with the same rules as `Config`; a bad one is refused with one line naming the setting.
+Every `Config` field but the API key is a traitlet here, made from the field itself: its type,
+its default and its help (with its range) come from `Config`, so the two cannot drift apart. (The
+key is left out: it comes from `ANTHROPIC_API_KEY` only, so it never lands in a notebook.) A value
+is checked when it is set, with the same rules as `Config`; a bad one is refused with one line
+naming the setting, and is stored nowhere (not in the shell's config either, so a later
+`%reload_ext agentnb` does not meet it again).
 
 Only the settings a user actually set (with `%config`, or `c.AgentNB.<name>` in an IPython
 profile) override the lower layers, so `agentnb.yaml` and `AGENTNB_*` variables still apply to
@@ -28,15 +31,33 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Any
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    HasTraits,
+    Int,
+    List,
+    TraitError,
+    TraitType,
+    Unicode,
+    validate,
+)
+from traitlets.config import Config as TraitletsConfig
 from traitlets.config import Configurable
 from traitlets.utils.bunch import Bunch
 
 from .. import orchestrator as orchestrator_module
-from ..config import Config, _coerce, field_names
+from .._settings_meta import allows_none
+from ..config import Config, coerce_setting, field_names, setting_help, setting_types
 from ..errors import ConfigError
 from ..orchestrator import AgentOrchestrator, default_orchestrator
 
@@ -46,16 +67,71 @@ __all__ = ["SETTINGS", "AgentNB"]
 SETTINGS: tuple[str, ...] = tuple(n for n in field_names() if n != "api_key")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_SECTION = "AgentNB"  # the class's section of a traitlets config: `c.AgentNB.<name>`
+
+#: How each kind of setting becomes a traitlet: (type hint, default, options) -> traitlet. Paths
+#: are strings; lists (of names or of paths) are lists of strings.
+_TRAIT_MAKERS: dict[Any, Callable[..., TraitType[Any, Any]]] = {
+    bool: lambda _, default, **kw: Bool(default_value=default, **kw),
+    int: lambda _, default, **kw: Int(default_value=default, **kw),
+    float: lambda _, default, **kw: Float(default_value=default, **kw),
+    str: lambda _, default, **kw: Unicode(default_value=default, **kw),
+    Path: lambda _, default, **kw: Unicode(default_value=default, **kw),
+    dict: lambda _, default, **kw: Dict(default_value=default, **kw),
+    list: lambda _, default, **kw: List(Unicode(), default_value=default, **kw),
+    Literal: lambda hint, default, **kw: Enum(typing.get_args(hint), default_value=default, **kw),
+}
 
 
-def _default(name: str) -> Any:
-    """The built-in default of a Config field (what `%config AgentNB` shows as Default)."""
-    f = _FIELDS[name]
+def _trait_default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default as its traitlet shows it: paths as strings, and None for a path Config
+    makes from the environment (`cache_dir`), which then stays Config's to choose."""
     if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
+        value = f.default_factory()
+        if isinstance(value, Path):
+            return None
+    else:
+        value = f.default
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, Path) else v for v in value]
+    return value
 
 
+def _trait(name: str) -> TraitType[Any, Any]:
+    """The traitlet of setting `name`, made from its Config field: type, default, help."""
+    hint = setting_types()[name]
+    optional = allows_none(hint)
+    if optional:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    default = _trait_default(_FIELDS[name])
+    make = _TRAIT_MAKERS[typing.get_origin(hint) or hint]
+    trait = make(hint, default, allow_none=optional or default is None, help=setting_help(name))
+    return trait.tag(config=True)
+
+
+#: Settings whose traitlet shows None for a default Config makes itself (`cache_dir`): None set
+#: here means "that default", not a value.
+_NONE_MEANS_DEFAULT = frozenset(
+    n
+    for n in SETTINGS
+    if _trait_default(_FIELDS[n]) is None and not allows_none(setting_types()[n])
+)
+
+_C = TypeVar("_C", bound=Configurable)
+
+
+def _with_setting_traits(cls: type[_C]) -> type[_C]:
+    """Class decorator: one traitlet per setting, set up as if written in the class body."""
+    traits = {name: _trait(name) for name in SETTINGS}
+    for name, trait in traits.items():
+        setattr(cls, name, trait)
+    cls.setup_class({**vars(cls), **traits})  # what traitlets' metaclass does with a class body
+    return cls
+
+
+@_with_setting_traits
 class AgentNB(Configurable):
     """agentnb's settings in IPython; set them with `%config AgentNB.<setting> = <value>`.
 
@@ -64,124 +140,10 @@ class AgentNB(Configurable):
     at the next agentnb command, applied in place to the shared orchestrator (handles to it stay
     valid; its cache and call records are kept unless a setting concerns them). The API key is
     read from `ANTHROPIC_API_KEY` only.
-    """
 
-    # -- which backend answers ----------------------------------------------------------------
-    backend = Enum(
-        ("auto", "anthropic", "simulated"),
-        default_value=_default("backend"),
-        help="Who answers: 'auto' (Claude when ANTHROPIC_API_KEY is set, else the offline "
-        "simulator), 'anthropic' or 'simulated'.",
-    ).tag(config=True)
-    base_url = Unicode(
-        None, allow_none=True, help="Messages-API endpoint to call instead of Anthropic's."
-    ).tag(config=True)
-    default_model = Unicode(
-        _default("default_model"), help="Model for agents that name none (or 'inherit')."
-    ).tag(config=True)
-    model_aliases = Dict(
-        _default("model_aliases"), help="What 'sonnet', 'opus', 'haiku' mean in agent files."
-    ).tag(config=True)
-    # -- orchestration ------------------------------------------------------------------------
-    max_concurrency = Int(
-        _default("max_concurrency"), help="Most agent calls in flight at once (at least 1)."
-    ).tag(config=True)
-    timeout_s = Float(
-        _default("timeout_s"), help="Seconds one attempt may take before it is retried."
-    ).tag(config=True)
-    max_attempts = Int(
-        _default("max_attempts"), help="Attempts per call, retries included (at least 1)."
-    ).tag(config=True)
-    backoff_base_s = Float(
-        _default("backoff_base_s"), help="First retry waits up to this many seconds."
-    ).tag(config=True)
-    backoff_cap_s = Float(
-        _default("backoff_cap_s"), help="Longest wait between two attempts, in seconds."
-    ).tag(config=True)
-    max_retry_wait_s = Float(
-        _default("max_retry_wait_s"),
-        help="Longest server retry-after honoured, in seconds; a longer one fails the call.",
-    ).tag(config=True)
-    max_tokens = Int(
-        _default("max_tokens"), help="Answer length limit for agents that set none."
-    ).tag(config=True)
-    temperature = Float(
-        None, allow_none=True, help="Sampling temperature (0 to 1) for agents that set none."
-    ).tag(config=True)
-    max_task_chars = Int(
-        _default("max_task_chars"), help="Longest task accepted, in characters."
-    ).tag(config=True)
-    prompt_caching = Bool(
-        _default("prompt_caching"), help="Mark agents' system prompts for the API's prompt cache."
-    ).tag(config=True)
-    # -- agents -------------------------------------------------------------------------------
-    agents_dirs = List(
-        Unicode(),
-        default_value=[],
-        help="Extra directories of agent files, searched before ./agents and ./.claude/agents.",
-    ).tag(config=True)
-    # -- offline simulator --------------------------------------------------------------------
-    sim_latency_s = Float(_default("sim_latency_s"), help="Simulator: seconds per call.").tag(
-        config=True
-    )
-    sim_latency_per_token_s = Float(
-        _default("sim_latency_per_token_s"), help="Simulator: extra seconds per output token."
-    ).tag(config=True)
-    sim_jitter = Float(
-        _default("sim_jitter"), help="Simulator: latency varies by +/- this fraction."
-    ).tag(config=True)
-    sim_seed = Int(_default("sim_seed"), help="Simulator: seed of its answers.").tag(config=True)
-    sim_fault_rate = Float(
-        _default("sim_fault_rate"), help="Simulator: share of calls that fail (0 to 1)."
-    ).tag(config=True)
-    sim_fault_kinds = List(
-        Unicode(),
-        default_value=_default("sim_fault_kinds"),
-        help="Simulator: faults to draw from (rate_limit, server_error, overloaded, timeout, "
-        "connection).",
-    ).tag(config=True)
-    sim_rpm_limit = Int(
-        None, allow_none=True, help="Simulator: requests per minute before it answers 429."
-    ).tag(config=True)
-    # -- response cache -----------------------------------------------------------------------
-    cache_enabled = Bool(
-        _default("cache_enabled"), help="Reuse earlier answers to identical calls."
-    ).tag(config=True)
-    cache_backend = Enum(
-        ("memory", "sqlite", "redis", "none"),
-        default_value=_default("cache_backend"),
-        help="Where cached answers live besides memory: 'sqlite', 'redis', 'memory', 'none'.",
-    ).tag(config=True)
-    cache_dir = Unicode(
-        None,
-        allow_none=True,
-        help="Directory of the SQLite cache (default: $XDG_CACHE_HOME/agentnb or "
-        "~/.cache/agentnb).",
-    ).tag(config=True)
-    cache_ttl_s = Float(
-        _default("cache_ttl_s"), help="Seconds a cached answer stays valid (0: forever)."
-    ).tag(config=True)
-    cache_memory_entries = Int(
-        _default("cache_memory_entries"), help="Most answers kept in memory."
-    ).tag(config=True)
-    cache_memory_bytes = Int(
-        _default("cache_memory_bytes"), help="Most bytes of answers kept in memory."
-    ).tag(config=True)
-    cache_disk_bytes = Int(
-        _default("cache_disk_bytes"), help="Most bytes the SQLite cache may hold."
-    ).tag(config=True)
-    cache_exclude = List(
-        Unicode(), default_value=[], help="Agents whose answers are never cached."
-    ).tag(config=True)
-    redis_url = Unicode(_default("redis_url"), help="Redis server of the 'redis' cache.").tag(
-        config=True
-    )
-    # -- metrics ------------------------------------------------------------------------------
-    metrics_path = Unicode(
-        None,
-        allow_none=True,
-        help="A JSONL file every call record is appended to (it survives kernel restarts).",
-    ).tag(config=True)
+    Its traitlets are made from `Config`'s fields (type, default, help with the range), one per
+    setting, so a new setting needs no code here.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         # Names set directly (session.x = ...); those set through config are read from it.
@@ -192,26 +154,66 @@ class AgentNB(Configurable):
     def _check_setting(self, proposal: Bunch) -> Any:
         name: str = proposal["trait"].name
         value = proposal["value"]
-        try:
-            _coerce(name, value, source="%config AgentNB")
-        except ConfigError as exc:
-            raise TraitError(str(exc)) from None
+        if value is not None or name not in _NONE_MEANS_DEFAULT:
+            try:
+                coerce_setting(name, value, source="%config AgentNB")
+            except ConfigError as exc:
+                raise TraitError(str(exc)) from None
         self._direct.add(name)
         return value
+
+    def update_config(self, config: TraitletsConfig) -> None:
+        """Load `config` (what `%config AgentNB.x = v` does); what is refused is stored nowhere.
+
+        A refused value leaves the settings and `self.config` as they were. `%config` hands the
+        same `config` to each of the shell's configurables in turn, and those before this one
+        have merged it already: a refused batch is taken out of `config`, so those after never
+        see it, and out of the earlier ones' records, or `%reload_ext agentnb` would meet it.
+        """
+        direct = set(self._direct)
+        try:
+            super().update_config(config)
+        except TraitError:
+            self._direct = direct
+            self._forget(config)
+            raise
+
+    def _forget(self, refused: TraitletsConfig) -> None:
+        """Take a refused batch out of `refused` and put each configurable's record back."""
+        if _SECTION not in refused:
+            return
+        names = list(refused[_SECTION])
+        del refused[_SECTION]
+        kept = self.config[_SECTION] if _SECTION in self.config else TraitletsConfig()
+        # The AgentNB section of any configurable's record is ours to keep right.
+        for holder in (self.parent, *getattr(self.parent, "configurables", ())):
+            if not isinstance(holder, Configurable) or holder is self:
+                continue
+            if _SECTION not in holder.config:
+                continue
+            section = holder.config[_SECTION]
+            for name in names:
+                if name in kept:
+                    section[name] = copy.deepcopy(kept[name])
+                else:
+                    section.pop(name, None)
 
     # -- what the magics use ------------------------------------------------------------------
     def explicit_settings(self) -> list[str]:
         """Names of the settings set in this session (they override agentnb.yaml and env)."""
         names = set(self._direct)
-        if "AgentNB" in self.config:
+        if _SECTION in self.config:
             # %config and IPython profiles go through the config; a value equal to the
             # trait's current one sends no change event, so the config is the record.
-            names.update(n for n in self.config["AgentNB"] if n in SETTINGS)
+            names.update(n for n in self.config[_SECTION] if n in SETTINGS)
         return sorted(names)
 
     def effective_config(self) -> Config:
         """`Config.load()` with the settings set here on top."""
-        return Config.load(**{n: getattr(self, n) for n in self.explicit_settings()})
+        values = {n: getattr(self, n) for n in self.explicit_settings()}
+        return Config.load(
+            **{n: v for n, v in values.items() if v is not None or n not in _NONE_MEANS_DEFAULT}
+        )
 
     def effective_settings(self) -> dict[str, tuple[Any, str]]:
         """Every setting (the key shown as `***`): its value in effect and where it came from.
@@ -266,8 +268,9 @@ class AgentNB(Configurable):
         agents, the call records) is kept.
         """
         wanted = self.effective_config()
-        current = orchestrator_module._default  # peek: `default_orchestrator()` would make one
-        if current is None or current.aio._closed:
+        # Peek (`default_orchestrator()` would make one); a closed one still hands on its records.
+        current: AgentOrchestrator | None = orchestrator_module._default
+        if current is None or current.closed:
             fresh = default_orchestrator(wanted)
             if current is not None and current.tracker.path is None and wanted.metrics_path is None:
                 fresh.tracker.extend(current.tracker.records)  # the session's records live on
