@@ -51,6 +51,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "AgentFields",
     "AgentFileWarning",
+    "declared_name",
     "has_front_matter",
     "parse_agent_text",
     "read_agent_text",
@@ -112,6 +113,25 @@ def has_front_matter(text: str, where: str) -> bool:
     return _split_front_matter(text.removeprefix("\ufeff"), where) is not None
 
 
+def declared_name(text: str) -> str | None:
+    """The `name:` that the front matter of `text` seems to declare, read line by line; or None.
+
+    Only explains a file that could not be parsed (the not-found error names it), so it never
+    raises and does not check the name.
+    """
+    lines = _normalize(text).split("\n")
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    if start == len(lines) or lines[start].rstrip() != "---":
+        return None
+    for line in lines[start + 1 :]:
+        if line.rstrip() == "---":
+            break
+        m = _KEY_LINE.fullmatch(line)
+        if m is not None and m.group(1) == "name":
+            return _unquote(re.sub(r"(^|\s)#.*$", "", m.group(2) or "").strip()) or None
+    return None
+
+
 def parse_agent_text(
     text: str, *, where: str, default_name: str | None, check_name: Callable[[str], object]
 ) -> AgentFields:
@@ -120,7 +140,7 @@ def parse_agent_text(
     `check_name` validates the name (raising `InvalidAgentNameError`) before any other value is
     checked; `default_name` is used when the front matter has no `name`.
     """
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = _normalize(text)
     parts = _split_front_matter(text, where)
     if parts is None:
         raise AgentFileError(f"{where}: no front matter (the first line must be '---')")
@@ -130,6 +150,11 @@ def parse_agent_text(
 
 
 # -- front matter ----------------------------------------------------------------------------
+
+
+def _normalize(text: str) -> str:
+    """`text` without a byte order mark, with `\\n` line ends."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 class _FrontMatterLoader(yaml.SafeLoader):

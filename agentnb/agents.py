@@ -24,7 +24,7 @@ directory overrides one with the same name further down, silently (that is what 
 An agent is found by the `name:` in its front matter (the file stem when there is none), never
 by joining a user-given name into a path. `validate_agent_name` refuses names that are empty,
 have leading/trailing whitespace, contain `/`, `\\`, `..` or control/format characters, or are
-longer than 200 characters, before any lookup.
+longer than 200 characters, before any lookup (`agentnb._agentspec`).
 
 Scanning rules:
 
@@ -38,12 +38,16 @@ Scanning rules:
 - A file that cannot be understood (not UTF-8 text, front matter never closed or unreadable, a
   value of the wrong type, an invalid name, an empty body) is skipped with an
   `AgentFileWarning` naming it (and raised as `AgentFileError` by `AgentSpec.from_file`); it
-  never stops other agents from loading.
+  never stops other agents from loading. The not-found error for its name (the `name:` it
+  declares, or its stem) says it was skipped and why.
 
-Freshness: the registry scans lazily and caches. Each `get` re-checks the file of the agent it
-returns (one `stat`), so an edited agent file is picked up at once; the directories and the
-other files are re-checked at most every `check_interval_s` (default 0.5 s), and always before
-reporting an agent as not found. Only changed files are parsed again.
+Freshness: the registry scans lazily and caches. The working directory, the directories and
+every agent file are re-checked (one `stat` each) at most once per `check_interval_s` (default
+0.5 s), and always before reporting an agent as not found; in between, `get` of a known name is
+a dictionary lookup. So an edited or removed agent file, a new file shadowing an agent, or a
+change of working directory is seen within `check_interval_s` (at once with
+`check_interval_s=0`, or after `refresh()`), while a name not known yet is looked for at once.
+Only changed files are parsed again.
 
 Example:
     >>> spec = AgentSpec.from_markdown("---\\nname: greeter\\nmodel: haiku\\n---\\nSay hello.")
@@ -54,25 +58,20 @@ Example:
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.resources
+import math
 import os
-import re
-import stat
 import threading
 import time
-import unicodedata
-import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._agentfile import AgentFileWarning, has_front_matter, parse_agent_text
-from ._agentfile import read_agent_text as _read_text  # tests count reads by patching this
+from ._agentfile import AgentFileWarning
+from ._agentscan import Scan, Scanner
+from ._agentspec import AgentSpec, validate_agent_name
 from .config import Config
-from .errors import AgentFileError, AgentNotFoundError, InvalidAgentNameError
+from .errors import AgentNotFoundError, InvalidAgentNameError
 
 if TYPE_CHECKING:
     import pandas
@@ -85,120 +84,6 @@ __all__ = [
     "validate_agent_name",
 ]
 
-MAX_NAME_CHARS = 200
-_BAD_NAME_ASCII = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
-_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-def validate_agent_name(name: object) -> str:
-    """Return `name` if it is a safe agent name, else raise `InvalidAgentNameError`.
-
-    Example:
-        >>> validate_agent_name("code-reviewer")
-        'code-reviewer'
-    """
-    if not isinstance(name, str):
-        raise InvalidAgentNameError(f"agent name must be a string, got {type(name).__name__}")
-    problem = None
-    if not name:
-        problem = "it is empty"
-    elif len(name) > MAX_NAME_CHARS:
-        problem = f"it is longer than {MAX_NAME_CHARS} characters"
-    elif name.strip() != name:
-        problem = "it has leading or trailing whitespace"
-    elif "/" in name or "\\" in name:
-        problem = "it contains a path separator ('/' or '\\')"
-    elif ".." in name:
-        problem = "it contains '..'"
-    elif _BAD_NAME_ASCII.search(name) or (
-        not name.isascii() and any(unicodedata.category(c) in _BAD_CATEGORIES for c in name)
-    ):
-        problem = "it contains a control character"
-    if problem is None:
-        return name
-    shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
-    raise InvalidAgentNameError(
-        f"invalid agent name {shown}: {problem}. Agents are found by the name declared in "
-        "their file, never by a path."
-    )
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """One agent: its name, system prompt and model settings.
-
-    Example:
-        >>> spec = AgentSpec(name="echo", description="Repeats", system_prompt="Repeat the task.")
-        >>> spec.model is None, len(spec.prompt_hash)
-        (True, 64)
-    """
-
-    name: str
-    description: str
-    system_prompt: str
-    model: str | None = None
-    tools: tuple[str, ...] = ()
-    temperature: float | None = None
-    max_tokens: int | None = None
-    cache: bool | None = None
-    source: Path | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        validate_agent_name(self.name)
-        if not isinstance(self.tools, tuple):
-            object.__setattr__(self, "tools", tuple(self.tools))
-
-    @cached_property
-    def prompt_hash(self) -> str:
-        """SHA-256 hex digest of the system prompt (part of every cache key)."""
-        return hashlib.sha256(self.system_prompt.encode("utf-8")).hexdigest()
-
-    @classmethod
-    def from_markdown(
-        cls, text: str, *, source: Path | None = None, default_name: str | None = None
-    ) -> AgentSpec:
-        """Parse an agent file's text; raise `AgentFileError` when it cannot be understood."""
-        where = str(source) if source is not None else "<agent text>"
-        if default_name is None and source is not None:
-            default_name = source.stem
-        f = parse_agent_text(
-            text, where=where, default_name=default_name, check_name=validate_agent_name
-        )
-        try:
-            return cls(
-                name=f.name,
-                description=f.description,
-                system_prompt=f.system_prompt,
-                model=f.model,
-                tools=f.tools,
-                temperature=f.temperature,
-                max_tokens=f.max_tokens,
-                cache=f.cache,
-                source=source,
-            )
-        except (ValueError, TypeError) as exc:  # pragma: no cover - every field was checked
-            raise AgentFileError(f"{where}: {exc}") from None
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> AgentSpec:
-        """Load one agent file; raise `AgentFileError` naming the file when it is not usable."""
-        path = Path(path)
-        return cls.from_markdown(_read_text(path), source=path, default_name=path.stem)
-
-
-# -- the registry ----------------------------------------------------------------------------
-
-_Stamp = tuple[int, int, int]
-_MISSING: _Stamp = (-1, -1, -1)
-
-
-def _stamp(path: str) -> _Stamp:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return _MISSING
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
 
 def _builtin_dir() -> Path:
     try:
@@ -206,26 +91,6 @@ def _builtin_dir() -> Path:
     except (ModuleNotFoundError, TypeError):  # pragma: no cover - agentnb is always importable
         res = None
     return res if isinstance(res, Path) else Path(__file__).with_name("agents")
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """What one file gave at one stamp: an agent, or None (ignored or invalid)."""
-
-    stamp: _Stamp
-    spec: AgentSpec | None
-    no_front_matter: bool = False
-
-
-@dataclass(frozen=True)
-class _Scan:
-    """One consistent view of the search path: the index and every stamp it depends on."""
-
-    cwd: str
-    roots: tuple[Path, ...]
-    index: dict[str, AgentSpec]
-    stamps: dict[str, _Stamp]  # directories and agent files
-    ignored: dict[str, Path]  # stem -> .md file without front matter
 
 
 class AgentRegistry:
@@ -246,6 +111,7 @@ class AgentRegistry:
         cwd: Path | None = None,
         home: Path | None = None,
         check_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._dirs = [Path(d).expanduser() for d in dirs]
         self._include_builtin = include_builtin
@@ -258,11 +124,11 @@ class AgentRegistry:
                 home = None
         self._home = home
         self._check_interval_s = check_interval_s
+        self._clock = clock
         self._registered: dict[str, AgentSpec] = {}
-        self._loaded: dict[str, _Loaded] = {}
-        self._warned_duplicates: set[tuple[str, str]] = set()
-        self._scan: _Scan | None = None
-        self._checked_at = 0.0
+        self._scanner = Scanner()
+        self._scan: Scan | None = None
+        self._fresh_until = -math.inf  # the clock reading until which `_scan` is trusted
         self._lock = threading.RLock()
 
     @classmethod
@@ -304,22 +170,24 @@ class AgentRegistry:
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> AgentSpec:
-        """The agent called `name`; `InvalidAgentNameError` or `AgentNotFoundError` if none."""
+        """The agent called `name`; `InvalidAgentNameError` or `AgentNotFoundError` if none.
+
+        On every agent call's path: within `check_interval_s` of the last check it touches no
+        file system, and a name not found is re-checked before the error.
+        """
         validate_agent_name(name)
         spec = self._registered.get(name)
         if spec is not None:
             return spec
-        scan = self._fresh_scan()
-        spec = scan.index.get(name)
-        if spec is not None and spec.source is not None:
-            path = str(spec.source)
-            if _stamp(path) != scan.stamps.get(path):
-                spec = self._rescan().index.get(name)
+        scan = self._scan
+        if scan is not None and self._clock() < self._fresh_until:
+            spec = scan.index.get(name)
+            if spec is not None:
+                return spec
+        scan = self._check()
+        spec = self._registered.get(name) or scan.index.get(name)
         if spec is None:
-            scan = self._check()
-            spec = self._registered.get(name) or scan.index.get(name)
-            if spec is None:
-                raise self._not_found(name, scan)
+            raise self._not_found(name, scan)
         return spec
 
     def register(self, spec: AgentSpec) -> None:
@@ -332,8 +200,8 @@ class AgentRegistry:
         """Forget what was scanned; the next lookup scans the search path again."""
         with self._lock:
             self._scan = None
-            self._loaded.clear()
-            self._warned_duplicates.clear()
+            self._fresh_until = -math.inf
+            self._scanner.forget()
 
     def _specs(self) -> dict[str, AgentSpec]:
         return {**self._check().index, **self._registered}
@@ -343,8 +211,10 @@ class AgentRegistry:
         return sorted(self._specs())
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
         try:
-            self.get(validate_agent_name(name))
+            self.get(name)
         except (InvalidAgentNameError, AgentNotFoundError):
             return False
         return True
@@ -375,108 +245,17 @@ class AgentRegistry:
         return f"AgentRegistry(search_path={[str(p) for p in self.search_path]})"
 
     # -- scanning -----------------------------------------------------------------------------
-    def _fresh_scan(self) -> _Scan:
-        scan = self._scan
-        if scan is None or (self._cwd is None and self._current_cwd() != scan.cwd):
-            return self._rescan()
-        if time.monotonic() - self._checked_at >= self._check_interval_s:
-            return self._check()
-        return scan
-
-    def _check(self) -> _Scan:
-        """Re-stat every directory and file the index depends on; rescan if any changed."""
+    def _check(self) -> Scan:
+        """The scan, re-checked (cwd and stamps) and rebuilt if stale; trusted for an interval."""
         with self._lock:
             scan = self._scan
-            if (
-                scan is None
-                or self._current_cwd() != scan.cwd
-                or any(_stamp(p) != s for p, s in scan.stamps.items())
-            ):
-                return self._rescan()
-            self._checked_at = time.monotonic()
+            cwd = self._current_cwd()
+            if scan is None or cwd != scan.cwd or not self._scanner.unchanged(scan):
+                scan = self._scan = self._scanner.scan(cwd, self._roots(cwd))
+            self._fresh_until = self._clock() + self._check_interval_s
             return scan
 
-    def _rescan(self) -> _Scan:
-        with self._lock:
-            cwd = self._current_cwd()
-            roots = self._roots(cwd)
-            stamps: dict[str, _Stamp] = {}
-            ignored: dict[str, Path] = {}
-            index: dict[str, AgentSpec] = {}
-            seen_files: set[str] = set()
-            for root in roots:
-                here: dict[str, AgentSpec] = {}
-                for path in self._walk(root, stamps):
-                    seen_files.add(path)
-                    loaded = self._load(path)
-                    stamps[path] = loaded.stamp
-                    if loaded.no_front_matter:
-                        ignored.setdefault(Path(path).stem, Path(path))
-                    spec = loaded.spec
-                    if spec is None:
-                        continue
-                    first = here.setdefault(spec.name, spec)
-                    if first is not spec:
-                        self._warn_duplicate(spec.name, first, spec)
-                for name, spec in here.items():
-                    index.setdefault(name, spec)
-            for gone in set(self._loaded) - seen_files:
-                del self._loaded[gone]
-            self._scan = _Scan(cwd, roots, index, stamps, ignored)
-            self._checked_at = time.monotonic()
-            return self._scan
-
-    @staticmethod
-    def _walk(root: Path, stamps: dict[str, _Stamp]) -> list[str]:
-        """Every non-hidden `*.md` under `root`, by sorted relative path; records dir stamps."""
-        top = str(root)
-        stamps[top] = _stamp(top)
-        try:
-            if not stat.S_ISDIR(os.stat(top).st_mode):
-                return []
-        except OSError:
-            return []
-        found: list[tuple[tuple[str, ...], str]] = []
-        for dirpath, dirnames, filenames in os.walk(top):
-            if dirpath != top:
-                stamps[dirpath] = _stamp(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel = Path(os.path.relpath(dirpath, top)).parts
-            for fn in filenames:
-                if fn.lower().endswith(".md") and not fn.startswith("."):
-                    found.append(((*[p for p in rel if p != "."], fn), os.path.join(dirpath, fn)))
-        return [path for _, path in sorted(found)]
-
-    def _load(self, path: str) -> _Loaded:
-        """Parse `path` unless it is unchanged since last time; warn about unusable files once."""
-        stamp = _stamp(path)
-        cached = self._loaded.get(path)
-        if cached is not None and cached.stamp == stamp:
-            return cached
-        loaded = _Loaded(stamp, None)
-        try:
-            text = _read_text(Path(path))
-            if not has_front_matter(text, path):
-                loaded = _Loaded(stamp, None, no_front_matter=True)
-            else:
-                loaded = _Loaded(stamp, AgentSpec.from_markdown(text, source=Path(path)))
-        except AgentFileError as exc:
-            warnings.warn(f"skipped agent file: {exc}", AgentFileWarning, stacklevel=4)
-        self._loaded[path] = loaded
-        return loaded
-
-    def _warn_duplicate(self, name: str, first: AgentSpec, other: AgentSpec) -> None:
-        key = (str(first.source), str(other.source))
-        if key not in self._warned_duplicates:
-            self._warned_duplicates.add(key)
-            warnings.warn(
-                f"agent {name!r} is declared by both {first.source} and {other.source}; "
-                f"using {first.source} (first by sorted path)",
-                AgentFileWarning,
-                stacklevel=4,
-            )
-
-    def _not_found(self, name: str, scan: _Scan) -> AgentNotFoundError:
+    def _not_found(self, name: str, scan: Scan) -> AgentNotFoundError:
         names = sorted({*scan.index, *self._registered})
         renamed = [s for s in scan.index.values() if s.source is not None and s.source.stem == name]
         lower = name.lower()
@@ -491,6 +270,12 @@ class AgentRegistry:
                 f"{scan.ignored[name]} has no front matter (a first line '---'), "
                 "so it is not read as an agent."
             )
+        for s in scan.skipped:
+            why = s.reason.rstrip(".")
+            if s.declared == name:
+                parts.append(f"{s.path} declares the name {name!r} but was skipped: {why}.")
+            elif s.path.stem == name:
+                parts.append(f"{s.path} was skipped: {why}.")
         parts += [f"{s.source} declares the name {s.name!r}." for s in renamed[:3]]
         if len(renamed) > 3:
             parts.append(f"({len(renamed) - 3} more files named {name}.md declare other names.)")

@@ -15,14 +15,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
     from .metrics import PerformanceTracker
-    from .workflow import WorkflowRun
 
 __all__ = ["STATUS_COLOURS", "plot_cost", "plot_latency", "plot_speedup", "plot_timeline"]
 
@@ -37,7 +36,17 @@ STATUS_COLOURS: dict[str, str] = {
 }
 
 
-def plot_timeline(run_or_frame: WorkflowRun | pd.DataFrame, ax: Axes | None = None) -> Axes:
+class _RunLike(Protocol):
+    """What `plot_timeline` needs of a `WorkflowRun`, named so this module need not import it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metrics(self) -> pd.DataFrame: ...
+
+
+def plot_timeline(run_or_frame: _RunLike | pd.DataFrame, ax: Axes | None = None) -> Axes:
     """A Gantt chart of a workflow run: one horizontal bar per step, from its start to its end.
 
     Bars are coloured by status; cached steps are hatched and labelled "cached"; skipped steps
@@ -48,12 +57,14 @@ def plot_timeline(run_or_frame: WorkflowRun | pd.DataFrame, ax: Axes | None = No
     Example:
         >>> ax = plot_timeline(run.metrics)   # doctest: +SKIP
     """
-    from .workflow.run import WorkflowRun
+    import pandas as pd
 
-    if isinstance(run_or_frame, WorkflowRun):
-        frame, title = run_or_frame.metrics, run_or_frame.name
-    else:
+    # Told apart by the frame's type: importing the workflow package here would close a cycle
+    # (`WorkflowRun.timeline` imports this module), so the dependency goes one way.
+    if isinstance(run_or_frame, pd.DataFrame):
         frame, title = run_or_frame, None
+    else:
+        frame, title = run_or_frame.metrics, run_or_frame.name
     if ax is None:
         import matplotlib.pyplot as plt
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import agentnb.agents as agents_module
+from agentnb import _agentfile, _agentscan, _agentspec
 from agentnb.agents import (
     AgentFileWarning,
     AgentRegistry,
@@ -60,7 +60,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def only_dirs(*dirs: Path, home: Path, check_interval_s: float = 0.5) -> AgentRegistry:
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def only_dirs(
+    *dirs: Path, home: Path, check_interval_s: float = 0.5, clock: Clock | None = None
+) -> AgentRegistry:
     """A registry over `dirs` alone (no ./agents, ~/.claude or built-ins)."""
     return AgentRegistry(
         dirs,
@@ -68,6 +83,7 @@ def only_dirs(*dirs: Path, home: Path, check_interval_s: float = 0.5) -> AgentRe
         include_default_dirs=False,
         home=home,
         check_interval_s=check_interval_s,
+        clock=clock or Clock(),
     )
 
 
@@ -114,6 +130,23 @@ def test_valid_names_pass(name: str) -> None:
     assert validate_agent_name(name) == name
 
 
+def test_valid_names_are_remembered_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    remembered: set[str] = set()
+    monkeypatch.setattr(_agentspec, "_VALID_NAMES", remembered)
+    monkeypatch.setattr(_agentspec, "_MAX_REMEMBERED", 3)
+    for name in ["a", "b", "a", "c", "d", "e"]:
+        validate_agent_name(name)
+    with pytest.raises(InvalidAgentNameError):
+        validate_agent_name("a/b")
+    assert remembered == {"a", "b", "c"}
+
+    def no_full_check(name: str) -> str | None:
+        raise AssertionError("a remembered name was checked again")
+
+    monkeypatch.setattr(_agentspec, "_name_problem", no_full_check)
+    assert validate_agent_name("b") == "b"
+
+
 def test_name_is_validated_before_any_lookup(
     project: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,7 +156,7 @@ def test_name_is_validated_before_any_lookup(
     def no_scan(*args: object) -> None:
         raise AssertionError("scanned before validating the name")
 
-    monkeypatch.setattr(AgentRegistry, "_rescan", no_scan)
+    monkeypatch.setattr(_agentscan.Scanner, "scan", no_scan)
     monkeypatch.setattr(AgentRegistry, "_check", no_scan)
     with pytest.raises(InvalidAgentNameError):
         registry.get("../secret")
@@ -190,6 +223,34 @@ def test_not_found_explains_a_file_declaring_another_name(project: Path, home: P
     assert info.value.suggestions == ["bar"]
 
 
+def test_not_found_explains_a_skipped_file_each_time(project: Path, home: Path) -> None:
+    agents = project / "agents"
+    write(agents / "sql.md", agent_md("sql", temperature="hot"))
+    write(agents / "query.md", agent_md("'sql-helper'  # quoted", max_tokens="0"))
+    write(agents / "bin.md", b"---\nname: other\n---\n\x00")
+    write(agents / "ok.md", agent_md("ok"))
+    registry = AgentRegistry(home=home, include_builtin=False)
+    with pytest.warns(AgentFileWarning) as record:
+        assert registry.names() == ["ok"]
+    assert len(record) == 3
+    for _ in range(2):  # warned once, explained at every lookup (a warning would fail here)
+        with pytest.raises(AgentNotFoundError) as info:
+            registry.get("sql")
+        message = str(info.value)
+        assert f"{agents / 'sql.md'} declares the name 'sql' but was skipped: " in message
+        assert "sql.md:4: 'temperature' must be a number between 0 and 1, got 'hot'." in message
+    with pytest.raises(AgentNotFoundError, match=r"query\.md declares the name 'sql-helper' but"):
+        registry.get("sql-helper")
+    with pytest.raises(AgentNotFoundError, match=r"bin\.md was skipped: .*binary file"):
+        registry.get("bin")
+    with pytest.raises(AgentNotFoundError) as info:
+        registry.get("query")  # named query.md, declares another name: the stem counts too
+    assert "query.md was skipped: " in str(info.value)
+    with pytest.raises(AgentNotFoundError) as info:
+        registry.get("okay")
+    assert "skipped" not in str(info.value)
+
+
 # -- search path and precedence ----------------------------------------------------------------
 
 
@@ -243,10 +304,13 @@ def test_relative_configured_dir_follows_the_working_directory(
 ) -> None:
     write(tmp_path / "one" / "mine" / "a.md", agent_md("pick", body="one"))
     write(tmp_path / "two" / "mine" / "a.md", agent_md("pick", body="two"))
-    registry = only_dirs(Path("mine"), home=home, check_interval_s=60)
+    clock = Clock()
+    registry = only_dirs(Path("mine"), home=home, check_interval_s=60, clock=clock)
     monkeypatch.chdir(tmp_path / "one")
     assert registry.get("pick").system_prompt == "one"
     monkeypatch.chdir(tmp_path / "two")
+    assert registry.get("pick").system_prompt == "one"  # within the interval
+    clock.advance(60)
     assert registry.get("pick").system_prompt == "two"
 
 
@@ -737,16 +801,37 @@ def bump(path: Path, text: str) -> None:
     os.utime(path, ns=(before + 10**9, before + 10**9))
 
 
-def test_editing_an_agent_file_is_picked_up(tmp_path: Path, home: Path) -> None:
+def test_editing_an_agent_file_is_picked_up_within_the_interval(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path / "a" / "e.md", agent_md("edit", body="one"))
+    clock = Clock()
+    registry = only_dirs(tmp_path / "a", home=home, check_interval_s=0.5, clock=clock)
+    assert registry.get("edit").system_prompt == "one"
+    bump(path, agent_md("edit", body="two"))  # same size: only the mtime tells
+    clock.advance(0.4)
+    assert registry.get("edit").system_prompt == "one"  # not looked at yet
+    clock.advance(0.1)
+    assert registry.get("edit").system_prompt == "two"
+    bump(path, agent_md("renamed", body="two"))
+    assert registry.get("renamed").source == path  # not found: re-checked at once
+    with pytest.raises(AgentNotFoundError):
+        registry.get("edit")
+
+
+def test_with_no_interval_every_get_sees_an_edit(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path / "a" / "e.md", agent_md("edit", body="one"))
+    registry = only_dirs(tmp_path / "a", home=home, check_interval_s=0)
+    assert registry.get("edit").system_prompt == "one"
+    bump(path, agent_md("edit", body="two"))
+    assert registry.get("edit").system_prompt == "two"
+
+
+def test_refresh_makes_the_next_get_look_again(tmp_path: Path, home: Path) -> None:
     path = write(tmp_path / "a" / "e.md", agent_md("edit", body="one"))
     registry = only_dirs(tmp_path / "a", home=home, check_interval_s=3600)
     assert registry.get("edit").system_prompt == "one"
-    bump(path, agent_md("edit", body="two"))  # same size: only the mtime tells
+    bump(path, agent_md("edit", body="two"))
+    registry.refresh()
     assert registry.get("edit").system_prompt == "two"
-    bump(path, agent_md("renamed", body="two"))
-    assert registry.get("renamed").source == path
-    with pytest.raises(AgentNotFoundError):
-        registry.get("edit")
 
 
 def test_new_shadowing_and_deleted_files_are_picked_up(tmp_path: Path, home: Path) -> None:
@@ -772,13 +857,13 @@ def test_unchanged_files_are_not_parsed_again(
     registry = only_dirs(tmp_path / "a", home=home, check_interval_s=0)
     assert len(registry) == 5
     reads: list[Path] = []
-    real_read = agents_module._read_text
+    real_read = _agentfile.read_agent_text
 
     def counting_read(path: Path) -> str:
         reads.append(path)
         return real_read(path)
 
-    monkeypatch.setattr(agents_module, "_read_text", counting_read)
+    monkeypatch.setattr(_agentfile, "read_agent_text", counting_read)
     registry.get("agent-1")
     assert reads == []
     bump(tmp_path / "a" / "3.md", agent_md("agent-3", body="changed"))
@@ -799,21 +884,56 @@ def test_refresh_forgets_the_scan(tmp_path: Path, home: Path) -> None:
         registry.get("d")
 
 
-@pytest.mark.parametrize("check_interval_s", [3600.0, 0.0], ids=["within", "every-call"])
-def test_get_neither_parses_nor_walks_when_nothing_changed(
-    home: Path, monkeypatch: pytest.MonkeyPatch, check_interval_s: float
+def test_lookups_within_the_interval_make_no_system_calls(
+    home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What keeps `get` cheap (its speed is measured in benchmarks, not here): with nothing
-    # changed it stats the agent's own file (and, once the interval is up, the files and
-    # directories the index depends on), and never reads, parses or walks the directories.
-    registry = only_dirs(CORPUS, home=home, check_interval_s=check_interval_s)
+    # What keeps `get` cheap (its speed is measured in benchmarks, not here): within the
+    # interval a known name is a dictionary lookup, without stat or getcwd.
+    clock = Clock()
+    registry = only_dirs(CORPUS, home=home, check_interval_s=0.5, clock=clock)
+    spec = registry.get("eval-judge")
+    checked_at = clock.now
+    calls: list[str] = []
+    real_stat, real_getcwd = os.stat, os.getcwd
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        calls.append(f"stat {path}")
+        return real_stat(path, *args, **kwargs)
+
+    def counting_getcwd() -> str:
+        calls.append("getcwd")
+        return real_getcwd()
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    monkeypatch.setattr(os, "getcwd", counting_getcwd)
+    for _ in range(1000):
+        clock.advance(0.0004)  # 0.4 s in all
+        assert registry.get("eval-judge") is spec
+        assert registry.get("comprehensive-review-code-reviewer").name.endswith("reviewer")
+    assert calls == []
+    clock.now = checked_at + 0.5
+    assert registry.get("eval-judge") is spec  # the interval is up: one check of everything
+    assert calls.count("getcwd") == 1
+    assert len(calls) > len(AGENT_FILES)
+    calls.clear()
+    assert registry.get("eval-judge") is spec
+    assert calls == []
+
+
+@pytest.mark.parametrize("advance", [0.0, 1.0], ids=["within", "after"])
+def test_get_neither_parses_nor_walks_when_nothing_changed(
+    home: Path, monkeypatch: pytest.MonkeyPatch, advance: float
+) -> None:
+    # Within the interval a lookup stats nothing; after it, it stats the files and directories
+    # the index depends on, and still never reads, parses or walks the directories.
+    clock = Clock()
+    registry = only_dirs(CORPUS, home=home, check_interval_s=0.5, clock=clock)
     spec = registry.get("eval-judge")
     assert spec.source is not None
     stats: list[str] = []
     reads: list[Path] = []
     walks: list[Path] = []
-    real_stamp, real_read = agents_module._stamp, agents_module._read_text
-    real_walk = AgentRegistry._walk
+    real_stamp, real_read, real_walk = _agentscan.stamp, _agentfile.read_agent_text, _agentscan.walk
 
     def counting_stamp(path: str) -> tuple[int, int, int]:
         stats.append(path)
@@ -827,18 +947,19 @@ def test_get_neither_parses_nor_walks_when_nothing_changed(
         walks.append(root)
         return real_walk(root, stamps)
 
-    monkeypatch.setattr(agents_module, "_stamp", counting_stamp)
-    monkeypatch.setattr(agents_module, "_read_text", counting_read)
-    monkeypatch.setattr(AgentRegistry, "_walk", staticmethod(counting_walk))
+    monkeypatch.setattr(_agentscan, "stamp", counting_stamp)
+    monkeypatch.setattr(_agentfile, "read_agent_text", counting_read)
+    monkeypatch.setattr(_agentscan, "walk", counting_walk)
     n = 50
     for _ in range(n):
+        clock.advance(advance)
         assert registry.get("eval-judge") is spec
     assert reads == [] and walks == []
-    own = [p for p in stats if p == str(spec.source)]
-    if check_interval_s:
-        assert stats == own and len(own) == n  # one stat per get
+    if advance:
+        assert stats.count(str(spec.source)) == n  # each get re-checked every stamp once
+        assert len(set(stats)) > len(AGENT_FILES)
     else:
-        assert len(own) >= n and len(set(stats)) > 1  # the periodic check, still no parse
+        assert stats == []
 
 
 # -- collection API ----------------------------------------------------------------------------

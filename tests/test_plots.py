@@ -23,7 +23,7 @@ from matplotlib.patches import Rectangle
 
 from agentnb import PerformanceTracker
 from agentnb.metrics import CallRecord, summarize
-from agentnb.plots import plot_cost, plot_latency, plot_speedup
+from agentnb.plots import plot_cost, plot_latency, plot_speedup, plot_timeline
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +83,44 @@ def medians(ax: Axes) -> list[float]:
     return [
         float(np.asarray(line.get_xdata())[0]) for line in ax.lines if line.get_gid() == "median"
     ]
+
+
+def timeline_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "step": ["a", "b", "c"],
+            "status": ["succeeded", "cached", "skipped"],
+            "start_s": [0.0, 0.5, math.nan],
+            "end_s": [0.5, 0.5, math.nan],
+            "cached": [False, True, False],
+        }
+    )
+
+
+class RunLike:
+    """What `plot_timeline` needs of a `WorkflowRun`: its name and its metrics frame."""
+
+    name = "review"
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return timeline_frame()
+
+
+def test_timeline_draws_any_object_with_a_name_and_metrics() -> None:
+    # plots does not import the workflow package (which imports plots for `run.timeline()`),
+    # so a run is recognised by what it offers, not by its class.
+    ax = plot_timeline(RunLike(), new_ax())
+    assert ax.get_title() == "workflow review"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert [round(b.get_width(), 3) for b in bars] == [0.5, 0.0, 0.0]
+    assert [t.get_text().strip() for t in ax.texts] == ["cached", "skipped"]
+
+
+def test_timeline_of_a_frame_has_no_title() -> None:
+    ax = plot_timeline(timeline_frame(), new_ax())
+    assert ax.get_title() == ""
 
 
 def test_latency_boxes_per_agent_leave_out_cache_hits() -> None:
