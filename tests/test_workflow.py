@@ -674,7 +674,7 @@ def test_there_are_examples() -> None:
 
 
 def test_bench_scheduler_reports_its_figures() -> None:
-    from agentnb.workflow.bench import bench_scheduler
+    from agentnb.bench_suite._scheduler_micro import bench_scheduler
 
     figures = bench_scheduler(
         overhead_steps=50,

@@ -10,9 +10,9 @@ Sections (full / `--quick`; `smoke=True` shrinks every size and latency, for the
 - fanout: N independent calls at 200 ms, concurrent vs sequential and the ideal (one latency),
   N = 5, 20, 100, 1000 (sequential up to 100 / up to 20).
 - overhead: µs per call the orchestrator adds over the bare `backend.create`, zero latency.
-- cache: tier latencies from `agentnb.cache.bench` at 10k and 100k entries (quick: 10k), with
+- cache: tier latencies from `_cache_micro` at 10k and 100k entries (quick: 10k), with
   `diskcache` on the same data when it is installed, and a cached `execute_agent` end to end.
-- workflow: `agentnb.workflow.bench` (scheduler overhead, wall / critical path, the skewed
+- workflow: `_scheduler_micro` (scheduler overhead, wall / critical path, the skewed
   DAG), and the skewed DAG again through the orchestrator and the simulator.
 - scale: 10,000 calls at concurrency 200 and 50 ms, in a child process so that its peak RSS
   is its own.
@@ -23,8 +23,9 @@ Sections (full / `--quick`; `smoke=True` shrinks every size and latency, for the
 - speedup: `compare_speedup` (sequential, concurrent, cached) on 20 calls at 200 ms.
 
 One module per group of sections: `_concurrency` (fanout, overhead, speedup), `_caching`
-(cache, cached_rerun), `_workflow`, `_scale`, `_sdk`; `_common` holds the bench orchestrators
-and `Section`, and `_suite` runs them all and formats the output.
+(cache, cached_rerun), `_workflow`, `_scale`, `_sdk`; `_cache_micro` and `_scheduler_micro`
+time the cache tiers and the scheduler alone for `_caching` and `_workflow`; `_common` holds
+the bench orchestrators and `Section`, and `_suite` runs them all and formats the output.
 """
 
 from __future__ import annotations

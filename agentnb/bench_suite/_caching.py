@@ -8,6 +8,7 @@ import time
 
 from ..loop import run_sync
 from ..orchestrator import AgentCall
+from ._cache_micro import bench_cache, latency_row
 from ._common import Row, _goal, _orchestrator, _parts, _timed
 
 _CACHE_GOALS = {
@@ -24,14 +25,12 @@ def bench_cache_tiers(
 ) -> list[Row]:
     """Cache latencies (p50/p99 µs) per tier and entry count, then a cached call end to end.
 
-    Tier rows come from `agentnb.cache.bench.bench_cache` (diskcache included when installed).
+    Tier rows come from `_cache_micro.bench_cache` (diskcache included when installed).
     The last rows time a cache hit through the whole orchestrator: `await execute_agent` on the
     home loop, and the blocking `AgentOrchestrator.execute_agent` a notebook cell uses (which
     adds the hop to the loop thread). Goals: memory hit <= 10 µs, SQLite get <= 50 µs and
     set <= 100 µs, a cached `execute_agent` <= 200 µs (all p50).
     """
-    from ..cache.bench import bench_cache
-
     # End to end first: after the 100k-entry tier run frees its few hundred MB, thread
     # hand-offs are slower for a while, which would be the allocator's figure, not agentnb's.
     end_to_end = _cached_call_latency(samples)
@@ -49,7 +48,6 @@ def bench_cache_tiers(
 
 
 def _cached_call_latency(samples: int) -> list[Row]:
-    from ..cache.bench import _row
     from ..orchestrator import AgentOrchestrator
 
     cfg, kwargs = _parts(0.0, 10, cache_backend="memory")
@@ -80,8 +78,10 @@ def _cached_call_latency(samples: int) -> list[Row]:
     misses = int((~df["cache_hit"]).sum())
     note = "memory tier" if misses == 1 else f"memory tier, {misses} misses (expected 1)"
     return [
-        _row("orchestrator", "execute_agent hit (awaited)", 1, on_loop, note),
-        _row("orchestrator", "execute_agent hit (blocking)", 1, blocking, note + ", thread hop"),
+        latency_row("orchestrator", "execute_agent hit (awaited)", 1, on_loop, note),
+        latency_row(
+            "orchestrator", "execute_agent hit (blocking)", 1, blocking, note + ", thread hop"
+        ),
     ]
 
 

@@ -22,7 +22,7 @@ def bench_workflow(
     simulated latencies are set per agent (so A and E share one).
     """
     from ..workflow import Workflow
-    from ..workflow.bench import bench_scheduler
+    from ._scheduler_micro import bench_scheduler
 
     f = bench_scheduler(
         overhead_steps=overhead_steps,

@@ -1,9 +1,8 @@
 """The response cache: memory tier (LRU + TTL) in front of SQLite or Redis, with integrity.
 
 `ResponseCache` is what the orchestrator uses; `make_key` builds its keys. The tiers live in
-their own modules (`memory`, `sqlite`, `redis`), keys in `keys`, the HMAC secret in `integrity`,
-and a micro-benchmark in `bench` (imported on demand: `from agentnb.cache.bench import
-bench_cache`).
+their own modules (`memory`, `sqlite`, `redis`), keys in `keys`, the HMAC secret in `integrity`.
+Their micro-benchmark lives with the other benchmarks, in `agentnb.bench_suite._cache_micro`.
 
 Example:
     >>> from agentnb.config import Config

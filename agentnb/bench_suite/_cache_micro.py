@@ -1,5 +1,8 @@
 """A micro-benchmark of the cache tiers, and of `diskcache` on the same data when installed.
 
+Behind the suite's cache section (`_caching`); it reaches into the tiers of `agentnb.cache`
+to time each one alone.
+
 Each figure is one tier's own synchronous call, timed with `perf_counter_ns` over `samples`
 calls on a cache already holding `n_entries` entries of about `payload_bytes` of JSON each:
 
@@ -19,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.util
 import json
 import random
@@ -29,15 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..cache.core import ResponseCache
+from ..cache.integrity import Signer
+from ..cache.keys import make_key
+from ..cache.memory import MemoryTier
+from ..cache.schema import DB_NAME, UPSERT
+from ..cache.sqlite import SQLiteTier
 from ..config import Config
-from .core import ResponseCache
-from .integrity import Signer
-from .keys import make_key
-from .memory import MemoryTier
-from .schema import DB_NAME, UPSERT
-from .sqlite import SQLiteTier
 
-__all__ = ["bench_cache"]
+__all__ = ["bench_cache", "latency_row"]
 
 _SECRET = b"agentnb-bench-secret-0123456789ab"
 
@@ -49,7 +53,8 @@ def _percentiles(ns: list[int]) -> tuple[float, float]:
     return round(p50, 2), round(p99, 2)
 
 
-def _row(store: str, op: str, n: int, ns: list[int], note: str) -> dict[str, Any]:
+def latency_row(store: str, op: str, n: int, ns: list[int], note: str) -> dict[str, Any]:
+    """One result row: p50 and p99 in µs of the `ns` timings of `op` on `store`."""
     p50, p99 = _percentiles(ns)
     return {
         "store": store,
@@ -125,12 +130,16 @@ def bench_cache(
     def memory_hit(s: int) -> None:
         memory.get(key_of(present[s]))
 
-    rows.append(_row("memory", "hit", n_entries, _time(memory_hit, samples), "make_key + get"))
+    rows.append(
+        latency_row("memory", "hit", n_entries, _time(memory_hit, samples), "make_key + get")
+    )
     in_memory = Config(
         cache_backend="memory", cache_memory_entries=n_entries, cache_memory_bytes=1 << 40
     )
     memory_gets = _async_gets(in_memory, keys[:n_entries], samples, fill=True)
-    rows.append(_row("memory", "cache.get", n_entries, memory_gets, "await, on a running loop"))
+    rows.append(
+        latency_row("memory", "cache.get", n_entries, memory_gets, "await, on a running loop")
+    )
 
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         # -- SQLite tier ------------------------------------------------------------------------
@@ -167,16 +176,18 @@ def bench_cache(
             samples,
         )
         tier.close()
-        rows.append(_row("sqlite", "get", n_entries, get_ns, "read + HMAC + json.loads"))
-        rows.append(_row("sqlite", "set", n_entries, set_ns, "WAL, synchronous=NORMAL"))
+        rows.append(latency_row("sqlite", "get", n_entries, get_ns, "read + HMAC + json.loads"))
+        rows.append(latency_row("sqlite", "set", n_entries, set_ns, "WAL, synchronous=NORMAL"))
         on_disk = Config(cache_backend="sqlite", cache_dir=Path(tmp), cache_memory_entries=1)
         disk_gets = _async_gets(on_disk, keys[:n_entries], samples, fill=False)
-        rows.append(_row("sqlite", "cache.get", n_entries, disk_gets, "await, via its thread"))
+        rows.append(
+            latency_row("sqlite", "cache.get", n_entries, disk_gets, "await, via its thread")
+        )
 
         # -- diskcache on the same data ---------------------------------------------------------
         if include_diskcache and importlib.util.find_spec("diskcache") is not None:
-            import diskcache  # type: ignore[import-untyped]
-
+            # An optional extra without type hints: imported by name, used as Any.
+            diskcache: Any = importlib.import_module("diskcache")
             dc = diskcache.Cache(str(Path(tmp) / "diskcache"))
             with dc.transact():
                 for i in range(n_entries):
@@ -184,8 +195,8 @@ def bench_cache(
             dc_get = _time(lambda s: json.loads(dc.get(keys[present[s]])), samples)
             dc_set = _time(lambda s: dc.set(keys[n_entries + s], values[n_entries + s]), samples)
             dc.close()
-            rows.append(_row("diskcache", "get", n_entries, dc_get, "get + json.loads"))
-            rows.append(_row("diskcache", "set", n_entries, dc_set, "default settings"))
+            rows.append(latency_row("diskcache", "get", n_entries, dc_get, "get + json.loads"))
+            rows.append(latency_row("diskcache", "set", n_entries, dc_set, "default settings"))
     return rows
 
 
