@@ -1,16 +1,19 @@
 """An append-only JSON Lines file written by a background thread: the metrics file.
 
 `JsonlWriter` appends one JSON object per line without ever blocking the caller (the home
-loop); `read_jsonl` reads the records back. A `{"reset": <time>}` line marks a reset: reading
-starts after the last one, and the lines before it stay in the file. A line cut short by a crash
-is skipped (and counted); the next writer starts on a fresh line. What a record is, and how it
-becomes JSON, is the caller's: `agentnb.metrics` passes its `CallRecord` encoder and decoder.
+loop): the caller only queues its record, and the writer's thread turns it into a line.
+`read_jsonl` streams the records back. A `{"reset": <time>}` line marks a reset: what comes
+before the last one is forgotten, and the lines stay in the file. A line cut short by a crash
+is skipped (and counted); the next writer starts on a fresh line. What a record is, and which
+object it becomes, is the caller's: `agentnb.metrics` queues its row tuples and passes the
+functions between rows and objects.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -19,9 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
+import orjson
+
 from .errors import AgentnbError
 
-__all__ = ["RESET", "JsonlWriter", "read_jsonl"]
+__all__ = ["RESET", "JsonlWriter", "dumps_line", "read_jsonl"]
 
 logger = logging.getLogger("agentnb.metrics")
 
@@ -31,13 +36,13 @@ RESET = object()  # put by PerformanceTracker.reset(): written as a marker line
 _STOP = object()  # put by close(): the writer thread ends after it
 
 
-def read_jsonl(path: Path, decode: Callable[[dict[str, Any]], T]) -> tuple[list[T], int]:
-    """The records after the last reset marker, and how many lines could not be read.
+def read_jsonl(path: Path, add: Callable[[dict[str, Any]], None], reset: Callable[[], None]) -> int:
+    """Feeds each line's object to `add` and each reset marker to `reset`; returns lines skipped.
 
-    `decode` makes a record of one line's object; its ValueError, TypeError or KeyError marks
-    the line unreadable (e.g. the last line of a process killed mid-write).
+    Rows stream through, so a file of any length loads in bounded memory if `add` stores
+    compactly. A ValueError, TypeError or KeyError from `add` marks the line unreadable (e.g.
+    the last line of a process killed mid-write); `add` must raise before storing anything.
     """
-    records: list[T] = []
     skipped = 0
     try:
         handle = path.open("rb")
@@ -48,28 +53,46 @@ def read_jsonl(path: Path, decode: Callable[[dict[str, Any]], T]) -> tuple[list[
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-                if isinstance(data, dict) and set(data) == {"reset"}:
-                    records.clear()
-                    continue
+                data = orjson.loads(line)
                 if not isinstance(data, dict):
                     raise TypeError("not an object")
-                records.append(decode(data))
+                if data.keys() == {"reset"}:
+                    reset()
+                    continue
+                add(data)
             except (ValueError, TypeError, KeyError):
                 skipped += 1  # e.g. the last line of a process killed mid-write
     if skipped:
         logger.warning("metrics file %s: skipped %d unreadable line(s)", path, skipped)
-    return records, skipped
+    return skipped
+
+
+def dumps_line(data: dict[str, Any]) -> bytes:
+    """One JSON line: strict JSON (a NaN or infinity becomes null), ending in a newline.
+
+    Example:
+        >>> dumps_line({"cost_usd": float("nan"), "agent": "a"})
+        b'{"cost_usd":null,"agent":"a"}\\n'
+    """
+    try:
+        return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        # What orjson refuses (an int past 64 bits, a lone surrogate) the json module can write.
+        finite = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in data.items()
+        }
+        return json.dumps(finite, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
 class JsonlWriter(Generic[T]):
-    """Appends queued records (as `encode` makes them) to a file from its own daemon thread.
+    """Appends queued records to a file from its own daemon thread, one `encode(record)` a line.
 
     `put(record)` never blocks; `put(RESET)` appends a reset marker. `flush()` waits until
-    everything put so far is written; `close()` flushes and ends the thread.
+    everything put so far is written; `close()` flushes and ends the thread. A record `encode`
+    cannot turn into JSON is logged and left out, and the thread goes on.
     """
 
-    def __init__(self, path: Path, encode: Callable[[T], bytes]) -> None:
+    def __init__(self, path: Path, encode: Callable[[T], dict[str, Any]]) -> None:
         self.path = path
         self._encode = encode
         try:
@@ -116,7 +139,7 @@ class JsonlWriter(Generic[T]):
                 elif item is _STOP:
                     stop = True
                 else:
-                    chunks.append(self._encode(cast(T, item)))
+                    chunks.append(self._line(cast(T, item)))
             if chunks:
                 self._write(b"".join(chunks))
             for event in done:
@@ -124,6 +147,14 @@ class JsonlWriter(Generic[T]):
             if stop:
                 self._file.close()
                 return
+
+    def _line(self, record: T) -> bytes:
+        try:
+            return dumps_line(self._encode(record))
+        except (TypeError, ValueError, OverflowError) as exc:
+            # A caller's bug must not end the thread: the records after it still get written.
+            logger.warning("metrics file %s: left out a record (%s)", self.path, exc)
+            return b""
 
     def _write(self, data: bytes) -> None:
         try:

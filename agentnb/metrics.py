@@ -1,12 +1,14 @@
 """Call records and what they add up to: what the orchestrator measured, as pandas DataFrames.
 
-One `CallRecord` per agent call (success or failure, cache hit or not; retries are counted in
-`attempts`). `PerformanceTracker` keeps them in memory; it is appended to on the home loop and
-read from any thread. `summary(by=...)` aggregates them per agent, model or workflow. With a
-`path` (the `metrics_path` setting) every record is also appended to a JSONL file by a
-background thread (`agentnb._jsonl`), so a session's metrics survive a kernel restart. Costs
-come from `agentnb.prices` (`agentnb.pricing`; `PriceTable` and `prices` are importable from
-here too).
+One row per agent call (success or failure, cache hit or not; retries are counted in
+`attempts`), a `CallRecord` when asked for one (`agentnb._rows`). `PerformanceTracker` keeps
+the rows compactly in columns (`agentnb._columns`), spilling to a temporary file past a bound,
+so a session of any length holds a bounded amount of memory; it is appended to from the home
+loop and any other thread, and read from any thread. `summary(by=...)` aggregates per agent,
+model or workflow. With a `path` (the `metrics_path` setting) every row is also appended to a
+JSONL file by a background thread (`agentnb._jsonl`), so a session's metrics survive a kernel
+restart. Costs come from `agentnb.prices` (`agentnb.pricing`; `PriceTable` and `prices` are
+importable from here too).
 
 Example:
     >>> tracker = PerformanceTracker()
@@ -16,17 +18,16 @@ Example:
 
 from __future__ import annotations
 
-import json
-import math
 import os
+import threading
 import weakref
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._columns import ColumnStore
 from ._jsonl import RESET, JsonlWriter, read_jsonl
+from ._rows import COLUMNS, DTYPES, KINDS, CallRecord, Row, from_json, records_of, row_of, to_json
 from .errors import AgentnbError
 from .pricing import PriceTable, prices
 
@@ -42,56 +43,6 @@ __all__ = [
     "prices",
     "summarize",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One agent call as measured by the orchestrator."""
-
-    run_id: str | None
-    workflow: str | None
-    step: str | None
-    agent: str
-    model: str
-    backend: str
-    started_at: datetime
-    latency_ms: float
-    queue_ms: float
-    attempts: int
-    cache_hit: bool
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    cost_usd: float
-    success: bool
-    error_type: str | None
-    cost_saved_usd: float = 0.0
-
-
-#: Column order of `PerformanceTracker.to_dataframe()`; pinned by the tests.
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CallRecord))
-
-_DTYPES: dict[str, str] = {
-    "run_id": "string",
-    "workflow": "string",
-    "step": "string",
-    "agent": "string",
-    "model": "string",
-    "backend": "string",
-    "latency_ms": "float64",
-    "queue_ms": "float64",
-    "attempts": "int64",
-    "cache_hit": "bool",
-    "input_tokens": "int64",
-    "output_tokens": "int64",
-    "cache_read_tokens": "int64",
-    "cache_write_tokens": "int64",
-    "cost_usd": "float64",
-    "success": "bool",
-    "error_type": "string",
-    "cost_saved_usd": "float64",
-}
 
 
 #: Columns of `PerformanceTracker.summary()` after the grouping column; pinned by the tests.
@@ -130,32 +81,47 @@ _NONE_LABEL = "(none)"
 
 
 class PerformanceTracker:
-    """Keeps every `CallRecord` of a session and hands them out as DataFrames.
+    """Keeps every call of a session, compactly, and hands them out as DataFrames.
+
+    `add(...)` takes one call's values in `COLUMNS` order, `started_at` as POSIX seconds
+    (`time.time()`); it is the orchestrator's hot path (1 to 2 µs) and safe from any thread.
+    `record(CallRecord)` does the same for a record. Rows are held in typed columns (about 115
+    bytes a row); past `max_rows_in_memory` rows, full chunks go to a temporary file,
+    so memory stays bounded however many calls a session makes. `records`, iteration and
+    `to_dataframe()` give every row back, in order.
 
     With `path`, the records already in that JSONL file are loaded first (everything after its
-    last `reset()`), and every new record is appended to it by a background thread: `record()`
-    only puts the record on a queue, so the home loop never waits for the disk. `flush()` waits
+    last `reset()`), and every new record is appended to it by a background thread: `add()`
+    only puts the row on a queue, so the home loop never waits for the disk. `flush()` waits
     until the queue is written; `close()` (also run at interpreter exit or when the tracker is
     garbage-collected) flushes and stops the thread. A line cut short by a crash is skipped on
     load (counted in `skipped_lines`).
 
     Example:
         >>> tracker = PerformanceTracker()
+        >>> tracker.add("r1", None, None, "writer", "m1", "simulated", 1.8e9, 120.0, 0.0, 1,
+        ...             False, 10, 20, 0, 0, 0.01, True, None, 0.0)
         >>> tracker.to_dataframe().shape
-        (0, 19)
+        (1, 19)
         >>> list(tracker.summary(by="agent").columns[:2])
         ['agent', 'calls']
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, max_rows_in_memory: int = 50_000
+    ) -> None:
+        if max_rows_in_memory < 1:
+            raise AgentnbError(f"max_rows_in_memory must be at least 1, not {max_rows_in_memory}")
         self.path = Path(path).expanduser() if path is not None else None
         self.skipped_lines = 0
-        self._records: list[CallRecord] = []
-        self._writer: JsonlWriter[CallRecord] | None = None
+        self._lock = threading.Lock()
+        self._store = ColumnStore(KINDS, max_rows_in_memory)
+        self._append = self._store.append  # bound once: `add` is the hot path
+        self._writer: JsonlWriter[Row] | None = None
         if self.path is not None:
             if self.path.exists():
-                self._records, self.skipped_lines = read_jsonl(self.path, _decode)
-            self._writer = JsonlWriter(self.path, _encode)
+                self._read(self.path)
+            self._writer = JsonlWriter(self.path, to_json)
             weakref.finalize(self, self._writer.close)
 
     @classmethod
@@ -172,60 +138,144 @@ class PerformanceTracker:
         if not p.is_file():
             raise AgentnbError(f"no metrics file at {p}")
         tracker = cls()
-        tracker._records, tracker.skipped_lines = read_jsonl(p, _decode)
+        tracker._read(p)
         return tracker
 
+    def _read(self, path: Path) -> None:
+        def add(data: dict[str, Any]) -> None:
+            self._append(from_json(data))
+
+        self.skipped_lines = read_jsonl(path, add, self._store.clear)
+
+    def add(
+        self,
+        run_id: str | None,
+        workflow: str | None,
+        step: str | None,
+        agent: str,
+        model: str,
+        backend: str,
+        started_at: float,
+        latency_ms: float,
+        queue_ms: float,
+        attempts: int,
+        cache_hit: bool,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        cost_usd: float,
+        success: bool,
+        error_type: str | None,
+        cost_saved_usd: float = 0.0,
+    ) -> None:
+        """Add one call, its values in `COLUMNS` order; `started_at` in POSIX seconds.
+
+        Cheap and safe from any thread: no I/O, no conversion, it never waits for the disk.
+        The values are checked when their batch is packed: a row that does not fit the
+        columns (a datetime for `started_at`, say) is dropped with a logged warning.
+
+        Example:
+            >>> tracker = PerformanceTracker()
+            >>> tracker.add("r1", "wf", "draft", "writer", "m1", "simulated", 1.8e9,
+            ...             120.0, 0.0, 1, False, 10, 20, 0, 0, float("nan"), True, None, 0.0)
+            >>> len(tracker)
+            1
+        """
+        row = (run_id, workflow, step, agent, model, backend, started_at, latency_ms, queue_ms,
+               attempts, cache_hit, input_tokens, output_tokens, cache_read_tokens,
+               cache_write_tokens, cost_usd, success, error_type, cost_saved_usd)  # fmt: skip
+        with self._lock:
+            # Both under the lock, so the file keeps the order the memory has.
+            self._append(row)
+            if self._writer is not None:
+                self._writer.put(row)
+
     def record(self, rec: CallRecord) -> None:
-        """Add one record (called on the home loop; cheap: no I/O, never blocks)."""
-        self._records.append(rec)
-        if self._writer is not None:
-            self._writer.put(rec)
+        """Add one record (cheap: no I/O, never blocks); `add` skips making the record."""
+        self.add(*row_of(rec))
 
     def extend(self, recs: Iterable[CallRecord]) -> None:
         """Add several records, in order."""
         for rec in recs:
-            self.record(rec)
+            self.add(*row_of(rec))
 
     @property
     def records(self) -> list[CallRecord]:
-        """A snapshot of the records so far."""
-        return list(self._records)
+        """A snapshot of the records so far (made on demand, a few µs a record)."""
+        return list(self)
+
+    def __iter__(self) -> Iterator[CallRecord]:
+        """The records so far, made one chunk at a time; later calls are not included."""
+        with self._lock:
+            snapshot = self._store.snapshot()
+        return records_of(snapshot)
 
     def __len__(self) -> int:
-        return len(self._records)
+        with self._lock:
+            return len(self._store)
+
+    @property
+    def memory_bytes(self) -> int:
+        """About how many bytes the rows take in memory (the spilled ones take none)."""
+        with self._lock:
+            return self._store.memory_bytes
+
+    @property
+    def spilled_rows(self) -> int:
+        """How many rows are in the temporary file rather than in memory."""
+        return self._store.spilled_rows
 
     def reset(self) -> None:
         """Forget every record. With a path, a reset marker is appended: loading starts after it."""
-        self._records = []
-        if self._writer is not None:
-            self._writer.put(RESET)
+        with self._lock:
+            self._store.clear()
+            if self._writer is not None:
+                self._writer.put(RESET)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every record so far is in the file; False if `timeout` passed first.
 
         Call it from a notebook cell or a script, not from a coroutine on the home loop.
         """
-        return True if self._writer is None else self._writer.flush(timeout)
+        writer = self._writer
+        return True if writer is None else writer.flush(timeout)
 
     def close(self) -> None:
-        """Flush and stop writing; later records are kept in memory only."""
-        writer, self._writer = self._writer, None
+        """Flush and stop writing; later records are kept in memory only.
+
+        The records stay readable: the temporary file of spilled rows goes with the tracker
+        (or at `reset()`), not here.
+        """
+        with self._lock:
+            writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path is not None else ""
-        return f"PerformanceTracker(records={len(self._records)}{where})"
+        return f"PerformanceTracker(records={len(self)}{where})"
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per call, columns `COLUMNS`, stable dtypes even when empty."""
+        import numpy as np
         import pandas as pd
 
-        rows = [asdict(r) for r in self.records]
-        df = pd.DataFrame(rows, columns=list(COLUMNS))
-        # A fixed resolution: pandas would infer seconds for an empty column, µs otherwise.
-        df["started_at"] = pd.to_datetime(df["started_at"], utc=True).astype("datetime64[us, UTC]")
-        return df.astype(_DTYPES)
+        with self._lock:
+            snapshot = self._store.snapshot()
+        parts: list[list[np.ndarray[Any, Any]]] = [[] for _ in COLUMNS]
+        for chunk in snapshot:  # one spilled chunk in memory at a time
+            for i, part in enumerate(parts):
+                part.append(chunk.to_numpy(i))
+        data = dict(zip(COLUMNS, map(np.concatenate, parts), strict=True))
+        # Whole microseconds rounded as `datetime.fromtimestamp` does, so the frame, the records
+        # and the file agree: split off the fraction first (seconds * 1e6 would lose digits).
+        fraction, whole = np.modf(data["started_at"])
+        micros = whole.astype(np.int64) * 1_000_000 + np.rint(fraction * 1e6).astype(np.int64)
+        data["started_at"] = micros.astype("datetime64[us]")
+        df = pd.DataFrame(data, columns=list(COLUMNS)).astype(DTYPES)
+        df["started_at"] = df["started_at"].dt.tz_localize("UTC")  # a fixed dtype, even empty
+        return df
 
     def summary(self, by: str = "agent") -> pd.DataFrame:
         """One row per agent (or model, workflow, ...): see `summarize`.
@@ -285,44 +335,3 @@ def summarize(metrics: pd.DataFrame, by: str = "agent") -> pd.DataFrame:
     )
     out = out.rename_axis(by).reset_index()
     return out.astype({by: "string", **_SUMMARY_DTYPES})
-
-
-# -- a record as one line of the metrics file ---------------------------------------------------
-
-_FLOAT_FIELDS = frozenset(k for k, v in _DTYPES.items() if v == "float64")
-
-
-def _encode(rec: CallRecord) -> bytes:
-    data: dict[str, Any] = {}
-    for name in COLUMNS:
-        value = getattr(rec, name)
-        if name == "started_at":
-            value = value.isoformat()
-        elif name in _FLOAT_FIELDS and math.isnan(value):
-            value = None  # strict JSON has no NaN
-        data[name] = value
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-
-
-def _decode(data: dict[str, Any]) -> CallRecord:
-    values: dict[str, Any] = {}
-    for name in COLUMNS:
-        if name not in data:
-            if name == "cost_saved_usd":
-                continue  # older files; the dataclass default applies
-            raise KeyError(name)
-        value = data[name]
-        kind = _DTYPES.get(name)
-        if name == "started_at":
-            value = datetime.fromisoformat(value)
-        elif kind == "float64":
-            value = math.nan if value is None else float(value)
-        elif kind == "int64":
-            value = int(value)
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise TypeError(name)
-        elif value is not None and not isinstance(value, str):
-            raise TypeError(name)
-        values[name] = value
-    return CallRecord(**values)
