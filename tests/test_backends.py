@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import inspect
 import json
 import math
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +18,7 @@ import httpx2
 import pytest
 
 from agentnb.backends import (
+    BACKENDS,
     SIMULATED_NOTE,
     AnthropicBackend,
     Backend,
@@ -24,8 +28,10 @@ from agentnb.backends import (
     SimulatedBackend,
     make_backend,
     parse_retry_after,
+    register_backend,
     simulator_transport,
 )
+from agentnb.backends import anthropic as anthropic_backend
 from agentnb.config import Config, Secret
 from agentnb.errors import (
     AuthenticationError,
@@ -33,6 +39,7 @@ from agentnb.errors import (
     BackendError,
     BackendTimeoutError,
     BadRequestError,
+    ConfigError,
     OverloadedError,
     RateLimitError,
     RetryableError,
@@ -121,6 +128,23 @@ async def test_stream_yields_deltas_then_one_final_response(any_backend: Backend
     assert "".join(str(d) for d in deltas) == items[-1].text
     assert items[-1].text == (await any_backend.create(req())).text
     assert items[-1].usage.output_tokens >= 1 and items[-1].stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("mode", ["create", "stream"])
+async def test_stop_sequences_end_the_answer_at_the_first_one(
+    any_backend: Backend, sim_backend: SimulatedBackend, mode: str
+) -> None:
+    full = (await sim_backend.create(req())).text
+    bullet = full.index("\n- ")
+    stops = ("never written", "\n- ", full[bullet - 3 : bullet])  # the last one comes first
+    assert full.find(stops[2], len(SIMULATED_NOTE)) == bullet - 3
+    response = await run(any_backend, req(stop_sequences=stops), mode)
+    assert response.text == full[: bullet - 3] and response.text.startswith(SIMULATED_NOTE)
+    assert response.stop_reason == "stop_sequence" and response.stop_sequence == stops[2]
+    assert response.usage.output_tokens == math.ceil(len(response.text) / 4)
+    unused = await run(any_backend, req(stop_sequences=("never written",)), mode)
+    assert unused.text == full and unused.stop_reason == "end_turn"
+    assert unused.stop_sequence is None
 
 
 FAULTS: list[tuple[str, type[BackendError], int | None, bool]] = [
@@ -283,6 +307,9 @@ async def test_transport_answers_with_the_api_json_shape(http: httpx2.AsyncClien
         ).encode(),
         json.dumps({**BODY, "temperature": 3}).encode(),
         json.dumps({**BODY, "max_tokens": 0}).encode(),
+        json.dumps({**BODY, "stop_sequences": "END"}).encode(),
+        json.dumps({**BODY, "stop_sequences": [""]}).encode(),
+        json.dumps({**BODY, "stop_sequences": ["END", 7]}).encode(),
     ],
     ids=[
         "not-json",
@@ -295,6 +322,9 @@ async def test_transport_answers_with_the_api_json_shape(http: httpx2.AsyncClien
         "image-block",
         "temperature",
         "zero-max-tokens",
+        "stop-sequences-not-a-list",
+        "empty-stop-sequence",
+        "stop-sequence-not-a-string",
     ],
 )
 async def test_transport_rejects_malformed_bodies_with_400(
@@ -306,6 +336,21 @@ async def test_transport_rejects_malformed_bodies_with_400(
     assert r.status_code == 400
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
     assert sim_backend.call_count == 0
+
+
+async def test_transport_echoes_the_stop_sequence_in_json_and_sse(
+    http: httpx2.AsyncClient,
+) -> None:
+    body = {**BODY, "max_tokens": 1024, "stop_sequences": ["\n- "]}
+    data = (await http.post("/v1/messages", json=body, headers=AUTH)).json()
+    assert (data["stop_reason"], data["stop_sequence"]) == ("stop_sequence", "\n- ")
+    assert "\n- " not in data["content"][0]["text"]
+    async with http.stream(
+        "POST", "/v1/messages", json={**body, "stream": True}, headers=AUTH
+    ) as r:
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    delta = next(json.loads(x[6:]) for x in lines if '"message_delta"' in x)["delta"]
+    assert delta == {"stop_reason": "stop_sequence", "stop_sequence": "\n- "}
 
 
 async def test_transport_refuses_sampling_parameters_from_api_version_2026_10_21(
@@ -611,9 +656,10 @@ async def test_request_body_follows_caching_and_drops_temperature(
     await on.create(req(system="S", prompt_caching=False, temperature=0.7))
     await off.create(req(system="S", prompt_caching=True))
     await on.create(req())
+    await on.create(req(stop_sequences=("END", "\n\n")))
     await on.aclose()
     await off.aclose()
-    cached, plain, switched_off, bare = recorder.bodies
+    cached, plain, switched_off, bare, stopped = recorder.bodies
     assert cached["system"] == [
         {"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}
     ]
@@ -623,6 +669,7 @@ async def test_request_body_follows_caching_and_drops_temperature(
     ) == 1  # said once
     assert plain["system"] == "S" and switched_off["system"] == "S"
     assert "system" not in bare and bare["messages"] == [{"role": "user", "content": req().task}]
+    assert "stop_sequences" not in bare and stopped["stop_sequences"] == ["END", "\n\n"]
 
 
 async def test_sdk_path_runs_the_same_simulation_as_a_direct_call(
@@ -647,6 +694,69 @@ async def test_agent_header_goes_to_the_simulator_only(sim_backend: SimulatedBac
     await backend.aclose()
     assert "x-agentnb-agent" not in recorder.headers[0]
     assert sim_backend.calls[-1].agent == ""
+
+
+class SelfDescribing(Recorder):
+    """A transport that names its own answers and wants the agent's name in a header."""
+
+    agentnb_identity = "team-proxy"
+    agentnb_agent_header = "x-caller"
+
+
+async def test_a_transport_can_name_its_answers_and_ask_for_the_agent(
+    sim_backend: SimulatedBackend,
+) -> None:
+    transport = SelfDescribing(simulator_transport(sim_backend))
+    direct = AnthropicBackend(api_key="sk-test", base_url="http://sim", transport=transport)
+    client = httpx2.AsyncClient(transport=transport)
+    wrapped = AnthropicBackend(api_key="sk-test", base_url="http://sim", http_client=client)
+    assert direct.cache_identity == wrapped.cache_identity == "team-proxy"
+    for backend in (direct, wrapped):
+        await backend.create(req(agent="rédacteur"))
+        await backend.create(req(agent=""))
+        await backend.aclose()
+    await client.aclose()
+    named = [h.get("x-caller") for h in transport.headers]
+    assert named == [urllib.parse.quote("rédacteur", safe=""), None] * 2
+    assert all("x-agentnb-agent" not in h for h in transport.headers)
+
+
+def test_the_sdk_backend_does_not_know_the_simulator() -> None:
+    source = inspect.getsource(anthropic_backend)
+    assert "sim_http" not in source and "SimulatorTransport" not in source
+
+
+async def test_the_first_client_is_built_off_the_event_loop(
+    sim_backend: SimulatedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the SDK is imported and the client built, other coroutines keep running."""
+    build = AnthropicBackend._build_client
+    ticked = threading.Event()
+    builds: list[tuple[bool, bool]] = []  # (ran off the loop's thread?, saw the ticks?)
+    loop_thread = threading.get_ident()
+
+    def slow_build(self: AnthropicBackend) -> Any:
+        # Blocks until the ticker below has ticked: it could not, were this on the loop.
+        builds.append((threading.get_ident() != loop_thread, ticked.wait(timeout=5)))
+        return build(self)
+
+    monkeypatch.setattr(AnthropicBackend, "_build_client", slow_build)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        ticked.set()
+
+    backend = AnthropicBackend(api_key="sk-test", transport=simulator_transport(sim_backend))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(ticker())
+        calls = [tg.create_task(backend.create(req(f"task {i}"))) for i in range(5)]
+    await backend.aclose()
+    assert builds == [(True, True)]  # one client for the five concurrent first calls
+    assert ticks == 5 and all(c.result().text for c in calls)
 
 
 async def test_huge_max_tokens_falls_back_to_streaming(
@@ -772,6 +882,39 @@ def test_make_backend_follows_the_config() -> None:
     assert KEY not in repr(auto_on) and not auto_on.client_created
     forced = make_backend(Config.load(backend="anthropic", prompt_caching=False, env={}))
     assert isinstance(forced, AnthropicBackend) and forced.prompt_caching is False
+
+
+def test_make_backend_looks_the_name_up_in_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set(BACKENDS) >= {"anthropic", "simulated"}
+    made: list[Config] = []
+
+    def quiet(cfg: Config) -> Backend:
+        made.append(cfg)
+        return SimulatedBackend(latency_s=0)
+
+    config = Config.load(backend="simulated", env={})
+    monkeypatch.setitem(BACKENDS, "simulated", quiet)
+    backend = make_backend(config)
+    assert made == [config] and isinstance(backend, SimulatedBackend) and backend.latency_s == 0
+    monkeypatch.delitem(BACKENDS, "simulated")
+    with pytest.raises(ConfigError, match="unknown backend 'simulated'; registered: anthropic"):
+        make_backend(config)
+
+
+def test_register_backend_adds_one_and_refuses_silent_replacement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agentnb.backends.registry.BACKENDS", dict(BACKENDS))
+    from agentnb.backends import registry
+
+    register_backend("quiet", lambda cfg: SimulatedBackend(latency_s=0))
+    assert "quiet" in registry.BACKENDS and "quiet" not in BACKENDS
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend("quiet", SimulatedBackend.from_config)
+    register_backend("quiet", SimulatedBackend.from_config, replace=True)
+    assert registry.BACKENDS["quiet"] == SimulatedBackend.from_config
+    with pytest.raises(ValueError, match="needs a name"):
+        register_backend("", SimulatedBackend.from_config)
 
 
 def test_backend_classes_expose_their_kind() -> None:

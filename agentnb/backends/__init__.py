@@ -1,6 +1,7 @@
 """Model backends: the Anthropic API and the offline simulator, behind one interface.
 
-`make_backend(config)` picks one from `config.resolved_backend`. Importing this package is cheap:
+`make_backend(config)` picks one from `config.resolved_backend` in the `BACKENDS` registry
+(`register_backend` adds one). Importing this package is cheap:
 the SDK (`anthropic`) is imported on the first API call, and `httpx2` only when
 the simulator's transport is first used.
 
@@ -16,19 +17,29 @@ from typing import TYPE_CHECKING, Any
 
 from .anthropic import AnthropicBackend, parse_retry_after
 from .base import Backend, BackendRequest, BackendResponse, Message, Usage
-from .simulated import FAULT_KINDS, SIMULATED_NOTE, CallRecord, SimulatedBackend, SimulatedCall
+from .registry import BACKENDS, BackendFactory, make_backend, register_backend
+from .simulated import (
+    FAULT_KINDS,
+    SIMULATED_NOTE,
+    CallLog,
+    CallRecord,
+    SimulatedBackend,
+    SimulatedCall,
+)
 
 if TYPE_CHECKING:
-    from ..config import Config
     from .sim_http import SimulatorTransport, simulator_transport
 
 __all__ = [
+    "BACKENDS",
     "FAULT_KINDS",
     "SIMULATED_NOTE",
     "AnthropicBackend",
     "Backend",
+    "BackendFactory",
     "BackendRequest",
     "BackendResponse",
+    "CallLog",
     "CallRecord",
     "Message",
     "SimulatedBackend",
@@ -37,15 +48,9 @@ __all__ = [
     "Usage",
     "make_backend",
     "parse_retry_after",
+    "register_backend",
     "simulator_transport",
 ]
-
-
-def make_backend(config: Config) -> Backend:
-    """The backend `config` asks for: the Anthropic API if it resolves to it, else the simulator."""
-    if config.resolved_backend == "anthropic":
-        return AnthropicBackend.from_config(config)
-    return SimulatedBackend.from_config(config)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,12 @@
 """The Anthropic Messages API as a backend, through the official async SDK.
 
 The `AsyncAnthropic` client is made on first use (so constructing the backend, e.g. when the
-extension loads, imports nothing heavy and binds to the loop that first calls it), with
-`max_retries=0`: retries belong to the orchestrator. Every `anthropic.*` error, and any `httpx2`
-error that leaks past the SDK, is translated into the `agentnb.errors.BackendError` family; the
-API key is never shown in a repr, a message or a log line.
+extension loads, imports nothing heavy and binds to the loop that first calls it), in a worker
+thread (importing the SDK and building the client take seconds the first time: the event loop
+keeps running meanwhile), with `max_retries=0`: retries belong to the orchestrator. Every
+`anthropic.*` error, and any `httpx2` error that leaks past the SDK, is translated into the
+`agentnb.errors.BackendError` family; the API key is never shown in a repr, a message or a log
+line.
 
 Example:
     >>> backend = AnthropicBackend(api_key="sk-ant-...")
@@ -14,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import email.utils
@@ -47,7 +50,6 @@ __all__ = ["AnthropicBackend", "parse_retry_after"]
 
 _NEEDS_STREAMING = "Streaming is required"
 _log = logging.getLogger(__name__)
-_AGENT_HEADER = "x-agentnb-agent"  # sim_http.AGENT_HEADER; sent to the simulator only
 _DEFAULT_BASE_URL = "https://api.anthropic.com"  # the SDK's default
 # The status the API gives each error type, for errors that arrive as an SSE `error` event
 # after a 200; an unknown type counts as a server error (the request had been accepted).
@@ -73,6 +75,13 @@ class AnthropicBackend(Backend):
     `http_client` or `transport` replace the SDK's HTTP layer (tests use the simulator's
     transport). `prompt_caching` marks the system prompt with `cache_control` when the request
     also asks for it.
+
+    A transport may describe the server it reaches with two optional attributes, read from
+    `transport`, else from `http_client` or the transport inside it:
+    - `agentnb_identity: str` becomes `cache_identity`, so that its answers and the real API's
+      are never served for one another (the simulator's transport says "simulated-http");
+    - `agentnb_agent_header: str | None` names a request header in which it wants the calling
+      agent's name (percent-encoded); no such header is sent otherwise, so never to the API.
     """
 
     kind: ClassVar[str] = "anthropic"
@@ -94,8 +103,10 @@ class AnthropicBackend(Backend):
         self._http_client = http_client
         self._transport = transport
         self._client: AsyncAnthropic | None = None
+        self._client_lock = asyncio.Lock()
         self._warned_temperature = False
-        self._to_simulator = False
+        header = self._described("agentnb_agent_header")
+        self._agent_header = header if isinstance(header, str) and header else None
 
     @classmethod
     def from_config(cls, cfg: Config) -> AnthropicBackend:
@@ -108,18 +119,18 @@ class AnthropicBackend(Backend):
 
     @property
     def cache_identity(self) -> str:
-        """`anthropic` for the public API, `anthropic@<url>` for another server, and
-        `simulated-http` when the transport is the simulator's, so that answers from a proxy,
-        a gateway or the simulator are never served to a call made on the real API.
+        """`anthropic` for the public API, `anthropic@<url>` for another server, or the
+        transport's own `agentnb_identity` (`simulated-http` for the simulator's), so that
+        answers from a proxy, a gateway or the simulator are never served to a call made on the
+        real API.
 
         Example:
             >>> AnthropicBackend(base_url="https://gateway.example/").cache_identity
             'anthropic@https://gateway.example'
         """
-        if _is_simulator(self._transport) or _is_simulator(
-            getattr(self._http_client, "_transport", None)
-        ):
-            return "simulated-http"
+        identity = self._described("agentnb_identity")
+        if isinstance(identity, str) and identity:
+            return identity
         url = self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or _DEFAULT_BASE_URL
         url = url.strip().rstrip("/")
         return self.kind if url == _DEFAULT_BASE_URL else f"{self.kind}@{url}"
@@ -138,34 +149,53 @@ class AnthropicBackend(Backend):
         """Whether the SDK client exists yet (it is made on the first call)."""
         return self._client is not None
 
-    def _get_client(self) -> AsyncAnthropic:
-        if self._client is None:
-            import anthropic
+    def _described(self, name: str) -> object:
+        """The transport's own description `name` (see the class docstring), or None."""
+        # httpx2 has no public accessor for a client's transport, hence `_transport`.
+        inner = getattr(self._http_client, "_transport", None)
+        for holder in (self._transport, self._http_client, inner):
+            value = getattr(holder, name, None)
+            if value is not None:
+                return value
+        return None
 
-            kwargs: dict[str, Any] = {"max_retries": 0}
-            if self._api_key:
-                kwargs["api_key"] = self._api_key.get()
-            if self.base_url:
-                kwargs["base_url"] = self.base_url
-            if self._http_client is not None:
-                kwargs["http_client"] = self._http_client
-            elif self._transport is not None:
-                kwargs["http_client"] = anthropic.DefaultAsyncHttpxClient(transport=self._transport)
-            try:
-                client = anthropic.AsyncAnthropic(**kwargs)
-            except anthropic.AnthropicError as exc:
-                raise self._translate(exc) from None
-            if client.api_key is None and client.auth_token is None and client.credentials is None:
-                raise AuthenticationError(
-                    "no Anthropic API key: set ANTHROPIC_API_KEY, or use the simulated backend"
-                )
-            self._client = client
-            self._to_simulator = self._transport is not None and _is_simulator(self._transport)
-        return self._client
+    async def _get_client(self) -> AsyncAnthropic:
+        client = self._client
+        if client is None:
+            async with self._client_lock:  # concurrent first calls build one client
+                client = self._client
+                if client is None:
+                    # `import anthropic` and the client take ~2.5 s the first time: off the loop.
+                    client = self._client = await asyncio.to_thread(self._build_client)
+        return client
+
+    def _build_client(self) -> AsyncAnthropic:
+        """A new SDK client (runs in a worker thread: it may import the SDK)."""
+        import anthropic
+
+        kwargs: dict[str, Any] = {"max_retries": 0}
+        if self._api_key:
+            kwargs["api_key"] = self._api_key.get()
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        if self._http_client is not None:
+            kwargs["http_client"] = self._http_client
+        elif self._transport is not None:
+            kwargs["http_client"] = anthropic.DefaultAsyncHttpxClient(transport=self._transport)
+        try:
+            client = anthropic.AsyncAnthropic(**kwargs)
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from None
+        if client.api_key is None and client.auth_token is None and client.credentials is None:
+            raise AuthenticationError(
+                "no Anthropic API key: set ANTHROPIC_API_KEY, or use the simulated backend"
+            )
+        return client
 
     async def aclose(self) -> None:
         """Close the SDK client (but not an `http_client` the caller passed in and owns)."""
         client, self._client = self._client, None
+        self._client_lock = asyncio.Lock()  # a fresh one: the next client may be on another loop
         if client is not None and self._http_client is None:
             await client.close()
 
@@ -186,8 +216,12 @@ class AnthropicBackend(Backend):
                 params["system"] = [block]
             else:
                 params["system"] = request.system
-        if self._to_simulator and request.agent:
-            params["extra_headers"] = {_AGENT_HEADER: urllib.parse.quote(request.agent, safe="")}
+        if request.stop_sequences:
+            params["stop_sequences"] = list(request.stop_sequences)
+        if self._agent_header is not None and request.agent:
+            params["extra_headers"] = {
+                self._agent_header: urllib.parse.quote(request.agent, safe="")
+            }
         if request.temperature is not None and not self._warned_temperature:
             # SDK 2.x speaks API version 2026-10-21, which refuses sampling parameters (400
             # even for temperature=1.0), so the setting is dropped rather than failing every call.
@@ -198,7 +232,7 @@ class AnthropicBackend(Backend):
         return params
 
     async def create(self, request: BackendRequest) -> BackendResponse:
-        client = self._get_client()
+        client = self._client or await self._get_client()
         try:
             message = await client.messages.create(**self._params(request))
         except ValueError as exc:
@@ -214,7 +248,7 @@ class AnthropicBackend(Backend):
         return self._response(message, getattr(message, "_request_id", None))
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | BackendResponse, None]:
-        client = self._get_client()
+        client = self._client or await self._get_client()
         try:
             async with client.messages.stream(**self._params(request)) as events:
                 async for text in events.text_stream:
@@ -252,6 +286,7 @@ class AnthropicBackend(Backend):
             usage=usage,
             backend=self.kind,
             request_id=request_id,
+            stop_sequence=message.stop_sequence,
         )
 
     # -- errors ------------------------------------------------------------------------------
@@ -314,15 +349,6 @@ class AnthropicBackend(Backend):
     def _scrub(self, text: str) -> str:
         key = self._api_key.get() if self._api_key else ""
         return text.replace(key, "***") if key else text
-
-
-def _is_simulator(transport: object) -> bool:
-    if transport is None:
-        return False
-    # Imported here: the simulator's transport module is only loaded when it is in use.
-    from .sim_http import SimulatorTransport
-
-    return isinstance(transport, SimulatorTransport)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

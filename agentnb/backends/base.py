@@ -66,6 +66,8 @@ class BackendRequest:
 
     `task` is the user turn; `history` holds earlier turns, if any. `agent` is carried so the
     simulator can answer in character and logs can name the caller; it is not sent to the API.
+    `stop_sequences` end the answer where the model would write one of them (the sequence itself
+    is not part of the text; `stop_reason` is then "stop_sequence").
     """
 
     model: str
@@ -76,6 +78,7 @@ class BackendRequest:
     temperature: float | None = None
     history: tuple[Message, ...] = ()
     prompt_caching: bool = False
+    stop_sequences: tuple[str, ...] = ()
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -87,7 +90,11 @@ class BackendRequest:
 
 @dataclass(frozen=True, slots=True)
 class BackendResponse:
-    """The final answer of one call."""
+    """The final answer of one call.
+
+    `stop_sequence` is the request's stop sequence that ended the answer, when `stop_reason` is
+    "stop_sequence".
+    """
 
     text: str
     model: str
@@ -95,6 +102,7 @@ class BackendResponse:
     usage: Usage = field(default_factory=Usage)
     backend: str = ""
     request_id: str | None = None
+    stop_sequence: str | None = None
 
 
 class Backend(abc.ABC):

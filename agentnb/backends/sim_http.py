@@ -8,8 +8,10 @@ prompt caching included) and replies with the API's JSON, error bodies, `request
 fault raises `httpx2.ConnectError`; a `timeout` fault hangs for `sim.hang_s`. So the real
 `AnthropicBackend` and SDK code path can be exercised offline.
 
-The API has no field for the agent's name, so `AnthropicBackend` sends it in the
-`x-agentnb-agent` header (percent-encoded) only when its transport is a `SimulatorTransport`,
+The API has no field for the agent's name, so `SimulatorTransport` asks for it in the
+`x-agentnb-agent` header (percent-encoded) through its `agentnb_agent_header` attribute, and names
+its answers `agentnb_identity = "simulated-http"` for the cache: `AnthropicBackend` reads both
+from any transport (see its docstring) and so sends the header to transports that ask for it,
 never to a real server. With it the simulation is the same as a direct call: same text, per-agent
 `latencies`, `inject(agent=...)`. Other clients may omit it (the call then has `agent=""`).
 
@@ -62,7 +64,14 @@ class _InvalidRequest(Exception):
 
 
 class SimulatorTransport(httpx2.MockTransport):
-    """An httpx2 transport answering Messages-API calls from `backend` (a `SimulatedBackend`)."""
+    """An httpx2 transport answering Messages-API calls from `backend` (a `SimulatedBackend`).
+
+    It describes itself to `AnthropicBackend`: answers are cached apart from the real API's
+    (`agentnb_identity`), and the agent's name is wanted in `AGENT_HEADER`.
+    """
+
+    agentnb_identity: str = "simulated-http"
+    agentnb_agent_header: str | None = AGENT_HEADER
 
     def __init__(self, backend: SimulatedBackend) -> None:
         self.backend = backend
@@ -168,6 +177,11 @@ def _parse_body(body: Any, *, sampling: bool = True) -> tuple[BackendRequest, bo
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _InvalidRequest("stream: must be a boolean")
+    stop_sequences = body.get("stop_sequences", [])
+    if not isinstance(stop_sequences, list) or not all(
+        isinstance(s, str) and s for s in stop_sequences
+    ):
+        raise _InvalidRequest("stop_sequences: must be a list of non-empty strings")
     request = BackendRequest(
         model=model,
         task=turns[-1].content,
@@ -176,6 +190,7 @@ def _parse_body(body: Any, *, sampling: bool = True) -> tuple[BackendRequest, bo
         temperature=None if temperature is None else float(temperature),
         history=tuple(turns[:-1]),
         prompt_caching=cached or bool(body.get("cache_control")),
+        stop_sequences=tuple(stop_sequences),
     )
     return request, stream
 
@@ -239,7 +254,7 @@ def _message_json(response: BackendResponse, *, started: bool = False) -> dict[s
         "model": response.model,
         "content": [] if started else [{"type": "text", "text": response.text}],
         "stop_reason": None if started else response.stop_reason,
-        "stop_sequence": None,
+        "stop_sequence": None if started else response.stop_sequence,
         "usage": usage,
     }
 
@@ -288,7 +303,10 @@ async def _events(call: SimulatedCall) -> AsyncGenerator[bytes, None]:
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": response.stop_reason, "stop_sequence": None},
+            "delta": {
+                "stop_reason": response.stop_reason,
+                "stop_sequence": response.stop_sequence,
+            },
             "usage": _usage_json(response.usage),
         },
     )

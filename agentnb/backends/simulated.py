@@ -1,13 +1,17 @@
 """The offline simulator: deterministic answers, token counts, latency, faults and rate limits.
 
-`SimulatedBackend` answers every request without a network: the text is Markdown derived from a
-hash of (seed, model, agent, system prompt, history, task), so the same request always gets the
-same answer whatever the concurrency or call order, and every answer says it is simulated. It
-models latency (`asyncio.sleep`), prompt-cache writes/reads, a requests-per-minute limit, and
-faults, either at random (`fault_rate`, seeded) or scripted with `inject()` for tests.
+`SimulatedBackend` answers every request without a network: the text is Markdown derived from
+(seed, model, agent, system prompt, history, task), so the same request always gets the same
+answer whatever the concurrency or call order, and every answer says it is simulated. It models
+latency (`asyncio.sleep`), prompt-cache writes/reads, stop sequences, `max_tokens`, a
+requests-per-minute limit, and faults, either at random (`fault_rate`, seeded) or scripted with
+`inject()` for tests. Its own work is under ~10 µs of CPU a call whatever the task's length
+(see `sim_answer`), so a benchmark on it measures agentnb, not the simulator.
 
-The same simulation is served over HTTP as a Messages-API transport by `agentnb.backends.sim_http`,
-which drives it through `begin()` / `SimulatedCall`, so both paths share one behaviour.
+The answer is written by `agentnb.backends.sim_answer`, the faults and the rpm limit live in
+`agentnb.backends.sim_faults`, the call log in `agentnb.backends.sim_log`. The same simulation is
+served over HTTP as a Messages-API transport by `agentnb.backends.sim_http`, which drives it
+through `begin()` / `SimulatedCall`, so both paths share one behaviour.
 
 Example:
     >>> import asyncio
@@ -20,96 +24,43 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
-import hashlib
-import math
-import re
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import (
-    AuthenticationError,
-    BackendConnectionError,
-    BackendError,
-    BackendTimeoutError,
-    BadRequestError,
-    OverloadedError,
-    RateLimitError,
-    RetryableError,
-    ServerError,
-)
+from ..errors import RateLimitError
 from .base import Backend, BackendRequest, BackendResponse, Usage
+from .sim_answer import SIMULATED_NOTE, AnswerPlan, chunks, plan_answer
+from .sim_faults import (
+    DEFAULT_FAULTS,
+    FAULT_KINDS,
+    FaultScript,
+    RpmWindow,
+    check_fault_kinds,
+    fail,
+    random_fault,
+)
+from .sim_log import CallLog, CallRecord
 
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["FAULT_KINDS", "SIMULATED_NOTE", "CallRecord", "SimulatedBackend", "SimulatedCall"]
+__all__ = [
+    "FAULT_KINDS",
+    "SIMULATED_NOTE",
+    "CallLog",
+    "CallRecord",
+    "SimulatedBackend",
+    "SimulatedCall",
+]
 
-#: Every fault the simulator can produce (`fault_kinds` and `inject()` take these names).
-FAULT_KINDS = (
-    "rate_limit",
-    "server_error",
-    "overloaded",
-    "timeout",
-    "connection",
-    "bad_request",
-    "authentication",
-)
-#: The first line of every simulated answer.
-SIMULATED_NOTE = "> *Simulated answer (agentnb offline simulator, no API call was made).*"
-_DEFAULT_FAULTS = ("rate_limit", "server_error", "overloaded", "timeout", "connection")
 PROMPT_CACHE_TTL_S = 300.0  # the API's default ephemeral cache lifetime
-_FAIL_FRACTION = 0.25  # faults surface after this share of the call's latency
-_RPM_WINDOW_S = 60.0
-_MAX_CHUNKS = 8
-_FAULT_ERRORS: dict[str, tuple[type[BackendError], int | None, str]] = {
-    "server_error": (ServerError, 500, "simulated internal server error (500)"),
-    "overloaded": (OverloadedError, 529, "simulated overload (529)"),
-    "connection": (BackendConnectionError, None, "simulated connection reset"),
-    "bad_request": (BadRequestError, 400, "simulated invalid request (400)"),
-    "authentication": (AuthenticationError, 401, "simulated invalid API key (401)"),
-}
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """One simulated call: who asked, when it ran (monotonic clock), and how it ended."""
-
-    agent: str
-    model: str
-    task: str
-    started: float
-    ended: float | None = None
-    ok: bool | None = None
-    error: str | None = None  # the fault kind, or "cancelled"
-    streamed: bool = False
-    request_id: str = ""
-
-
-@dataclass(slots=True)
-class _Injected:
-    kind: str
-    remaining: int
-    retry_after: float | None
-    agent: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """Everything about an answer that depends only on the request (cached per request)."""
-
-    text: str
-    stop_reason: str
-    digest: int
-    jitter_u: float
-    input_tokens: int
-    system_tokens: int
-    message_tokens: int
-    output_tokens: int
+_PROMPT_CACHE_ENTRIES = 1024  # (model, system) pairs remembered; the oldest is forgotten first
+# Token counts repeat from call to call, and a frozen dataclass costs ~1 µs to build: share them.
+_usage = functools.lru_cache(maxsize=1024)(Usage)
 
 
 @dataclass(slots=True)
@@ -127,7 +78,7 @@ class SimulatedCall:
     @property
     def chunks(self) -> tuple[str, ...]:
         # Made on demand: only streamed calls need them.
-        return _split(self.response.text)
+        return chunks(self.response.text)
 
     async def wait(self) -> BackendResponse:
         """Sleep until the call's latency has passed since it started, then return the response.
@@ -135,26 +86,27 @@ class SimulatedCall:
         Measured from the start (not from now), so the simulator's own work composing the answer
         is not added to the latency it models: a server composes its answer in parallel.
         """
-        remaining = self.record.started + self.delay - self._backend._clock()
-        if remaining > 0:
-            try:
-                await asyncio.sleep(remaining)
-            except BaseException:
-                self._backend._finish(self.record, "cancelled")
-                raise
+        if self.delay > 0:
+            remaining = self.record.started + self.delay - self._backend.clock()
+            if remaining > 0:
+                try:
+                    await asyncio.sleep(remaining)
+                except BaseException:
+                    self._backend._finish(self.record, "cancelled")
+                    raise
         self._backend._finish(self.record, None)
         return self.response
 
     async def deltas(self) -> AsyncGenerator[str, None]:
         """Yield the text in chunks, the latency spread evenly across them."""
-        chunks = self.chunks
-        step = self.delay / len(chunks)
+        pieces = self.chunks
+        step = self.delay / len(pieces)
         error: str | None = "cancelled"
         try:
-            for chunk in chunks:
+            for piece in pieces:
                 if step > 0:
                     await asyncio.sleep(step)
-                yield chunk
+                yield piece
             error = None
         finally:
             self._backend._finish(self.record, error)
@@ -167,6 +119,9 @@ class SimulatedBackend(Backend):
     `latency_s + latency_per_token_s * output_tokens`; then scaled by `1 ± jitter` (seeded per
     request). `clock` times the call log, the rpm window and the prompt cache; sleeping always
     uses `asyncio.sleep`.
+
+    `calls` keeps the last `log_limit` calls (a `CallLog`; 0 keeps none), so a long benchmark
+    does not grow it without end; `call_count`, `in_flight` and `peak_in_flight` count every call.
     """
 
     kind: ClassVar[str] = "simulated"
@@ -179,38 +134,32 @@ class SimulatedBackend(Backend):
         jitter: float = 0.1,
         seed: int = 0,
         fault_rate: float = 0.0,
-        fault_kinds: Iterable[str] = _DEFAULT_FAULTS,
+        fault_kinds: Iterable[str] = DEFAULT_FAULTS,
         rpm_limit: int | None = None,
         latencies: Mapping[str, float] | None = None,
         latency_fn: Callable[[BackendRequest], float] | None = None,
         retry_after_s: float = 1.0,
         hang_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        log_limit: int = 10_000,
     ) -> None:
-        kinds = tuple(fault_kinds)
-        unknown = [k for k in kinds if k not in FAULT_KINDS]
-        if unknown:
-            raise ValueError(f"unknown fault kinds {unknown}; choose from {list(FAULT_KINDS)}")
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
-        if rpm_limit is not None and rpm_limit < 1:
-            raise ValueError(f"rpm_limit must be at least 1, got {rpm_limit!r}")
         self.latency_s = latency_s
         self.latency_per_token_s = latency_per_token_s
         self.jitter = jitter
         self.seed = seed
         self.fault_rate = fault_rate
-        self.fault_kinds = kinds
-        self.rpm_limit = rpm_limit
+        self.fault_kinds = check_fault_kinds(fault_kinds)
         self.latencies = dict(latencies) if latencies else None
         self.latency_fn = latency_fn
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
-        self._clock = clock
-        self._script: list[_Injected] = []
-        self._window: collections.deque[float] = collections.deque()
+        self.clock = clock
+        self._rpm = RpmWindow(rpm_limit) if rpm_limit is not None else None
+        self._script = FaultScript()
         self._prompt_cache: dict[tuple[str, str], float] = {}
-        self.calls: list[CallRecord] = []
+        self.calls = CallLog(log_limit)
         self.call_count = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -227,6 +176,11 @@ class SimulatedBackend(Backend):
             fault_kinds=cfg.sim_fault_kinds,
             rpm_limit=cfg.sim_rpm_limit,
         )
+
+    @property
+    def rpm_limit(self) -> int | None:
+        """The most calls started in any minute, or None for no limit."""
+        return self._rpm.limit if self._rpm is not None else None
 
     def __repr__(self) -> str:
         return (
@@ -265,14 +219,11 @@ class SimulatedBackend(Backend):
             >>> sim = SimulatedBackend(latency_s=0)
             >>> sim.inject("rate_limit", retry_after=2.0)
         """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; choose from {list(FAULT_KINDS)}")
-        if times >= 1:
-            self._script.append(_Injected(kind, times, retry_after, agent))
+        self._script.inject(kind, times, retry_after, agent)
 
     def reset_log(self) -> None:
         """Forget the call log and counters (the rpm window and prompt cache stay)."""
-        self.calls = []
+        self.calls.clear()
         self.call_count = 0
         self.peak_in_flight = self.in_flight
 
@@ -284,41 +235,61 @@ class SimulatedBackend(Backend):
         fault hangs for `hang_s` first.
         """
         self.call_count = n = self.call_count + 1
-        now = self._clock()
-        record = CallRecord(request.agent, request.model, request.task, now, streamed=streamed)
-        record.request_id = request_id = f"req_sim_{n:08d}"
+        now = self.clock()
+        request_id = f"req_sim_{n:08d}"
+        record = CallRecord(
+            request.agent, request.model, request.task, now, None, None, None, streamed, request_id
+        )
         self.calls.append(record)
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
         try:
-            plan = _plan(self.seed, request)
+            plan = plan_answer(self.seed, request)
             delay = self._latency(request, plan)
-            if self.rpm_limit is not None:
-                self._check_rpm(now, request_id, record)
-            if self._script or self.fault_rate:
-                fault = self._pick_fault(request, plan, n)
+            if self._rpm is not None:
+                try:
+                    self._rpm.admit(now, request_id)
+                except RateLimitError:
+                    record.error = "rate_limit"
+                    raise
+            if self._script.entries or self.fault_rate:
+                fault = self._script.pick(request.agent) or random_fault(
+                    plan.digest, n, self.fault_rate, self.fault_kinds
+                )
                 if fault is not None:
                     record.error = fault[0]
-                    await self._fail(fault[0], fault[1], delay, request_id)
+                    await fail(
+                        fault,
+                        delay=delay,
+                        request_id=request_id,
+                        hang_s=self.hang_s,
+                        retry_after_s=self.retry_after_s,
+                    )
             usage = self._usage(request, plan, now)
         except BaseException:
             self._finish(record, record.error or "cancelled")
             raise
         response = BackendResponse(
-            plan.text, request.model, plan.stop_reason, usage, self.kind, request_id
+            plan.text,
+            request.model,
+            plan.stop_reason,
+            usage,
+            self.kind,
+            request_id,
+            plan.stop_sequence,
         )
         return SimulatedCall(self, record, response, delay)
 
     def _finish(self, record: CallRecord, error: str | None) -> None:
         if record.ended is not None:
             return
-        record.ended = self._clock()
+        record.ended = self.clock()
         record.ok = error is None
         record.error = error
         self.in_flight -= 1
 
-    def _latency(self, request: BackendRequest, plan: _Plan) -> float:
+    def _latency(self, request: BackendRequest, plan: AnswerPlan) -> float:
         if self.latencies is not None and request.agent in self.latencies:
             base = self.latencies[request.agent]
         elif self.latency_fn is not None:
@@ -329,208 +300,17 @@ class SimulatedBackend(Backend):
             return 0.0
         return max(0.0, base * (1.0 + self.jitter * (2.0 * plan.jitter_u - 1.0)))
 
-    def _check_rpm(self, now: float, request_id: str, record: CallRecord) -> None:
-        window = self._window
-        while window and now - window[0] >= _RPM_WINDOW_S:
-            window.popleft()
-        assert self.rpm_limit is not None
-        if len(window) >= self.rpm_limit:
-            wait = max(0.0, window[0] + _RPM_WINDOW_S - now)
-            record.error = "rate_limit"
-            raise RateLimitError(
-                f"simulated rate limit: more than {self.rpm_limit} requests per minute",
-                request_id=request_id,
-                retry_after=wait,
-            )
-        window.append(now)
-
-    def _pick_fault(
-        self, request: BackendRequest, plan: _Plan, n: int
-    ) -> tuple[str, float | None] | None:
-        for i, entry in enumerate(self._script):
-            if entry.agent is None or entry.agent == request.agent:
-                entry.remaining -= 1
-                if entry.remaining <= 0:
-                    del self._script[i]
-                return entry.kind, entry.retry_after
-        if self.fault_rate and self.fault_kinds:
-            x = _mix(plan.digest ^ (n * 0x9E3779B97F4A7C15))
-            if (x & 0xFFFFFFFF) / 4294967296.0 < self.fault_rate:
-                return self.fault_kinds[(x >> 32) % len(self.fault_kinds)], None
-        return None
-
-    async def _fail(
-        self, kind: str, retry_after: float | None, delay: float, request_id: str
-    ) -> None:
-        if kind == "timeout":
-            await asyncio.sleep(self.hang_s)
-            raise BackendTimeoutError(
-                f"simulated timeout: no answer within {self.hang_s:g}s", request_id=request_id
-            )
-        if delay > 0:
-            await asyncio.sleep(delay * _FAIL_FRACTION)
-        if kind == "rate_limit":
-            wait = self.retry_after_s if retry_after is None else retry_after
-            raise RateLimitError(
-                f"simulated rate limit (429); retry after {wait:g}s",
-                request_id=request_id,
-                retry_after=wait,
-            )
-        cls, status, message = _FAULT_ERRORS[kind]
-        if status is not None and issubclass(cls, RetryableError):  # a server's answer
-            raise cls(message, status_code=status, request_id=request_id, retry_after=retry_after)
-        raise cls(message, status_code=status, request_id=request_id)
-
-    def _usage(self, request: BackendRequest, plan: _Plan, now: float) -> Usage:
+    def _usage(self, request: BackendRequest, plan: AnswerPlan, now: float) -> Usage:
         if not (request.prompt_caching and request.system):
-            return Usage(plan.input_tokens, plan.output_tokens)
+            return _usage(plan.input_tokens, plan.output_tokens)
         # The first call with a (model, system) writes the cache; later ones within the TTL
         # read it. Marked when the call starts, so concurrent twins read what the first wrote.
         key = (request.model, request.system)
-        last = self._prompt_cache.get(key)
-        self._prompt_cache[key] = now
+        cache = self._prompt_cache
+        last = cache.pop(key, None)
+        cache[key] = now  # moved to the end: the dict is oldest-first
+        if len(cache) > _PROMPT_CACHE_ENTRIES:
+            del cache[next(iter(cache))]
         if last is None or now - last > PROMPT_CACHE_TTL_S:
-            return Usage(
-                plan.message_tokens, plan.output_tokens, cache_write_tokens=plan.system_tokens
-            )
-        return Usage(plan.message_tokens, plan.output_tokens, cache_read_tokens=plan.system_tokens)
-
-
-def _mix(z: int) -> int:
-    """splitmix64's finalizer: spreads the bits of `z` over 64 bits."""
-    z &= 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-
-
-# -- answer text ---------------------------------------------------------------------------
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
-_STOPWORDS = """
-this that with from these those into your about please what which when where there their them
-then than have been were will would could should does find write using make give some more most
-also only just each such other after before over under very here they code list review merge
-summary step steps function return none true false import class self print pass else elif while
-lambda yield
-"""
-_STOP = frozenset(_STOPWORDS.split())
-_CODE_HINTS = ("python", "code", "program", "develop", "engineer", "debug", "bug", "function")
-_CODE = """
-def check_{name}(value):
-    \"\"\"Sketch from the simulator: replace with real code.\"\"\"
-    if value is None:
-        raise ValueError("{name} is required")
-    return value
-"""
-_BULLETS = {
-    "review": (
-        "**{w}**: the intent is clear; document the edge cases.",
-        "Check how `{w}` behaves with empty or very large input.",
-        "The handling of **{w}** could be simpler and easier to test.",
-        "Add a test that pins down the behaviour of `{w}`.",
-        "Naming around **{w}** is consistent with the rest.",
-        "Watch the error handling around `{w}`.",
-    ),
-    "writer": (
-        "Open with **{w}** in one plain sentence.",
-        "Give **{w}** a concrete example.",
-        "Keep the part about **{w}** short; readers skim.",
-        "Link **{w}** back to the main point.",
-        "End the section on **{w}** with what to do next.",
-    ),
-    "general": (
-        "Start from **{w}** and state the goal.",
-        "**{w}**: list what is known and what is assumed.",
-        "Compare two options for **{w}** before choosing.",
-        "Measure the effect of **{w}** instead of guessing.",
-        "Note the risks around **{w}**.",
-    ),
-}
-
-
-@functools.lru_cache(maxsize=512)
-def _plan(seed: int, request: BackendRequest) -> _Plan:
-    h = hashlib.blake2b(digest_size=16, person=b"agentnb-sim")
-    parts = (str(seed), request.model, request.agent, request.system)
-    for part in (*parts, *(f"{m.role}:{m.content}" for m in request.history), request.task):
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    digest = int.from_bytes(h.digest(), "big")
-    text = _compose(request, digest)
-    stop_reason = "end_turn"
-    budget = request.max_tokens * 4
-    if len(text) > budget:  # the note always stays: every answer must say it is simulated
-        text = text[: max(budget, len(SIMULATED_NOTE))]
-        stop_reason = "max_tokens"
-    msg_chars = len(request.task) + sum(len(m.content) for m in request.history)
-    return _Plan(
-        text=text,
-        stop_reason=stop_reason,
-        digest=digest,
-        jitter_u=((digest >> 64) & 0xFFFFFFFF) / 2**32,
-        input_tokens=max(1, math.ceil((len(request.system) + msg_chars) / 4)),
-        system_tokens=math.ceil(len(request.system) / 4),
-        message_tokens=max(1, math.ceil(msg_chars / 4)),
-        output_tokens=max(1, math.ceil(len(text) / 4)),
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _flavor(agent: str, system_head: str) -> tuple[str, bool]:
-    """The kind of answer an agent gives (review, writer, general) and whether it writes code."""
-    probe = f"{agent} {system_head}".lower()
-    flavor = "general"
-    if any(k in probe for k in ("review", "critic", "audit")):
-        flavor = "review"
-    elif any(k in probe for k in ("writ", "summar", "edit", "docs")):
-        flavor = "writer"
-    return flavor, any(k in probe for k in _CODE_HINTS)
-
-
-def _compose(request: BackendRequest, digest: int) -> str:
-    # Every choice below comes from bits of the request's digest: deterministic, and cheaper than
-    # seeding a random.Random per call (this runs once per simulated call).
-    flavor, is_code = _flavor(request.agent, request.system[:400])
-    words = _keywords(request.task) or ["the task"]
-    topic = ", ".join(words[:3])
-    heading = {
-        "review": f"Review: {topic}",
-        "writer": f"Draft: {topic}",
-        "general": f"Proposed approach: {topic}" if is_code else f"Notes on {topic}",
-    }[flavor]
-    pool = list(_BULLETS[flavor])
-    count, bits = 3 + digest % 3, digest // 3
-    templates = []
-    for _ in range(min(len(pool), count)):
-        templates.append(pool.pop(bits % len(pool)))
-        bits //= 8
-    bullets = [t.format(w=words[i % len(words)]) for i, t in enumerate(templates)]
-    lines = [SIMULATED_NOTE, "", f"## {heading}", "", *(f"- {b}" for b in bullets)]
-    if is_code:
-        name = re.sub(r"\W", "_", words[0]).lower().strip("_") or "value"
-        lines += ["", "```python", _CODE.format(name=name).strip(), "```"]
-    who = request.agent or "assistant"
-    lines += [
-        "",
-        f"_{who} on {request.model} (simulated answer #{(digest >> 96) & 0xFFFFFF:06x})._",
-    ]
-    return "\n".join(lines)
-
-
-def _keywords(task: str) -> list[str]:
-    seen: dict[str, str] = {}
-    for match in _WORD.finditer(task, 0, 4000):
-        word = match.group()
-        key = word.lower()
-        if key not in _STOP and key not in seen:
-            seen[key] = word
-            if len(seen) == 8:
-                break
-    return list(seen.values())
-
-
-def _split(text: str) -> tuple[str, ...]:
-    words = re.findall(r"\s*\S+\s*", text) or [text]
-    size = math.ceil(len(words) / min(_MAX_CHUNKS, len(words)))
-    return tuple("".join(words[i : i + size]) for i in range(0, len(words), size))
+            return _usage(plan.message_tokens, plan.output_tokens, 0, plan.system_tokens)
+        return _usage(plan.message_tokens, plan.output_tokens, plan.system_tokens, 0)
