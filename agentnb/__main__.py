@@ -22,6 +22,7 @@ from typing import Any
 
 from .config import Config
 from .errors import AgentnbError
+from .options import add_arguments, from_namespace
 
 __all__ = ["main"]
 
@@ -54,10 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("agent", help="run one agent on one task")
     a.add_argument("name")
     a.add_argument("task", nargs="+", help="the task (words are joined; '-' reads stdin)")
-    a.add_argument("-m", "--model")
-    a.add_argument("-t", "--temperature", type=float)
-    a.add_argument("--max-tokens", type=int)
-    a.add_argument("--no-cache", action="store_true")
+    add_arguments(a.add_argument)  # the call options' flags, generated from CallOptions
     a.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     a.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -74,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a variable for {{K}}; V=@path reads a file",
     )
     r.add_argument("--max-concurrency", type=int)
-    r.add_argument("--no-cache", action="store_true")
+    add_arguments(r.add_argument, only=("use_cache",))
     r.add_argument(
         "--dry-run", action="store_true", help="validate and show the order; run nothing"
     )
@@ -116,8 +114,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from .orchestrator import AgentOrchestrator
 
     if args.command == "config":
+        from .loop import default_loop_kind
+
         for key, value in _config(args).to_dict().items():
             print(f"{key:24} {value}")
+        print(f"{'event_loop':24} {default_loop_kind()}  (uvloop where installed; AGENTNB_LOOP)")
         return 0
     if args.command == "agents":
         from .agents import list_agents
@@ -133,24 +134,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         task = " ".join(args.task)
         if task == "-":
             task = sys.stdin.read()
+        options = from_namespace(args, source="agent")
         with AgentOrchestrator(_config(args)) as orch:
-            kwargs: dict[str, Any] = {
-                "model": args.model,
-                "temperature": args.temperature,
-                "max_tokens": args.max_tokens,
-                "use_cache": not args.no_cache,
-            }
             if args.stream:
                 # With --json, stdout carries only the JSON; the live text goes to stderr.
                 live = sys.stderr if args.json else sys.stdout
-                stream = orch.stream_agent(args.name, task, **kwargs)
+                stream = orch.stream_agent(args.name, task, options)
                 for chunk in stream:
                     print(chunk, end="", flush=True, file=live)
                 print(file=live)
                 result = stream.result
                 assert result is not None
             else:
-                result = orch.execute_agent(args.name, task, **kwargs)
+                result = orch.execute_agent(args.name, task, options)
                 if not args.json:
                     print(result.text)
             if args.json:
@@ -200,7 +196,10 @@ def _run_workflow(args: argparse.Namespace) -> int:
                 print(f"  stage {level}: {', '.join(ids)}")
             return 0
         run = orch.run_workflow(
-            workflow, variables, max_concurrency=args.max_concurrency, use_cache=not args.no_cache
+            workflow,
+            variables,
+            max_concurrency=args.max_concurrency,
+            use_cache=args.use_cache is not False,
         )
     if args.json:
         print(run.to_json())
@@ -221,19 +220,15 @@ def _print_run(run: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench_suite import goals_table, run_suite, to_markdown, write_outputs
+    from .bench_suite import render, run_suite, write_outputs
 
     def progress(title: str) -> None:
         print(f"agentnb bench: {title} ...", file=sys.stderr, flush=True)
 
-    sections = run_suite(quick=args.quick, smoke=args.smoke, progress=progress)
-    for s in sections:
-        print(f"\n### {s.title}\n\n{s.note}\n\n{to_markdown(s.rows)}")
-    goals = goals_table(sections)
-    missed = sum(1 for g in goals if g["met"] is False)
-    print(f"\n### Goals: {len(goals) - missed} of {len(goals)} met\n\n{to_markdown(goals)}")
+    run = run_suite(quick=args.quick, smoke=args.smoke, progress=progress)
+    print(render(run))
     if args.out:
-        for path in write_outputs(sections, args.out):
+        for path in write_outputs(run, args.out):
             print(f"wrote {path}")
     return 0
 

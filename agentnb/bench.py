@@ -26,7 +26,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, SimulatedBackend
@@ -136,13 +136,13 @@ def compare_speedup(
     limit = max_concurrency or aio.config.max_concurrency
     if "cached" in modes and aio.cache is None:
         raise AgentnbError("the cached mode needs a response cache (cache_enabled is off)")
-    fresh = [replace(c, use_cache=False) for c in batch]
-    cached = [replace(c, use_cache=True) for c in batch]
-    aio._home.run_sync(_sequential(aio, fresh[:1]))  # warm-up: see the docstring
+    fresh = [c.with_options(use_cache=False) for c in batch]
+    cached = [c.with_options(use_cache=True) for c in batch]
+    aio.home.run_sync(_sequential(aio, fresh[:1]))  # warm-up: see the docstring
     rows: list[dict[str, Any]] = []
     for mode in modes:
         if mode == "cached":
-            aio._home.run_sync(aio.execute_multiple(cached, max_concurrency=limit))  # warm-up
+            aio.home.run_sync(aio.execute_multiple(cached, max_concurrency=limit))  # warm-up
         walls: list[float] = []
         hits = backend_calls = 0
         peak: int | None = 0
@@ -153,9 +153,9 @@ def compare_speedup(
             seen = _BackendLog(aio.backend)
             t0 = time.perf_counter()
             if mode == "sequential":
-                aio._home.run_sync(_sequential(aio, fresh))
+                aio.home.run_sync(_sequential(aio, fresh))
             else:
-                aio._home.run_sync(
+                aio.home.run_sync(
                     aio.execute_multiple(
                         fresh if mode == "concurrent" else cached, max_concurrency=limit
                     )
@@ -202,14 +202,7 @@ def compare_speedup(
 
 async def _sequential(aio: AsyncAgentOrchestrator, calls: list[AgentCall]) -> None:
     for c in calls:
-        await aio.execute_agent(
-            c.agent,
-            c.task,
-            model=c.model,
-            max_tokens=c.max_tokens,
-            temperature=c.temperature,
-            use_cache=c.use_cache,
-        )
+        await aio.execute_agent(c.agent, c.task, c.options)
 
 
 def _ideal(mode: str, n: int, limit: int) -> float:
@@ -235,7 +228,7 @@ class _BackendLog:
     def __init__(self, backend: Backend) -> None:
         self._sim = backend if isinstance(backend, SimulatedBackend) else None
         self._count = self._sim.call_count if self._sim is not None else 0
-        self._logged = len(self._sim.calls) if self._sim is not None else 0
+        self._logged = self._sim.calls.appended if self._sim is not None else 0
 
     def calls_since(self) -> int | None:
         """Calls the backend received since, or None if it keeps no count."""
@@ -243,7 +236,7 @@ class _BackendLog:
 
     def peak_since(self) -> int | None:
         """The most of those calls in flight at once, or None if the backend keeps no log."""
-        return None if self._sim is None else _peak_overlap(self._sim.calls[self._logged :])
+        return None if self._sim is None else _peak_overlap(self._sim.calls.since(self._logged))
 
 
 def _peak_overlap(calls: Sequence[SimulatedCallRecord]) -> int:

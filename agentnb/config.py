@@ -110,6 +110,14 @@ class Config:
         help="Show a live progress display for long jobs (execute_multiple, workflows); "
         "False turns it off.",
     )
+    job_gc_threshold: int = setting(
+        20_000,
+        help="While a job of 1,000 calls or more runs, Python's young-generation garbage "
+        "collection threshold is raised to this (restored after), so objects of calls in "
+        "flight die young instead of being promoted and rescanned; 0 leaves it alone.",
+        ge=0,
+        le=1_000_000,
+    )
     # -- agents -----------------------------------------------------------------------------
     agents_dirs: list[Path] = setting(
         default_factory=list,

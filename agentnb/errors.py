@@ -7,6 +7,7 @@ anything else keeps its traceback, because it is a bug.
 ```
 AgentnbError
  ├── ConfigError                  bad agentnb.yaml / environment / argument (names key and source)
+ ├── OptionError                  a bad call option (max_tokens=0, nan): names it and its source
  ├── AgentError
  │    ├── InvalidAgentNameError   empty, "/", "\\", "..", control characters
  │    ├── AgentNotFoundError      lists close matches and the directories searched
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigError",
     "InvalidAgentNameError",
     "NotFoundError",
+    "OptionError",
     "OverloadedError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -66,6 +68,19 @@ class AgentnbError(Exception):
 
 class ConfigError(AgentnbError):
     """A configuration value is unknown, of the wrong type, or out of range."""
+
+
+class OptionError(AgentnbError):
+    """A call option is unknown, of the wrong type or out of range; raised before any call.
+
+    `option` is the option's name, `source` where it was given (`execute_agent`, `%agent`, a
+    workflow step...).
+    """
+
+    def __init__(self, message: str, *, option: str, source: str) -> None:
+        super().__init__(message)
+        self.option = option
+        self.source = source
 
 
 class AgentError(AgentnbError):

@@ -11,8 +11,15 @@ makes the same code work from a notebook, a script, a thread or another event lo
   awaiting task cancels the work on the home loop.
 - Code already on the home loop just awaits (no hop, no deadlock).
 
-One home loop per process (made lazily, a daemon thread); after `fork` the child makes its own.
-`nest_asyncio` is deliberately not used (see DESIGN.md).
+One home loop per process (made lazily, a daemon thread); after `fork` the child abandons the
+parent's (its thread does not exist there) and makes its own on first use. The loop is uvloop's
+where `uvloop` is installed (its per-task cost is lower), else asyncio's; `AGENTNB_LOOP=asyncio`
+forces the standard one. Only this loop is affected: `uvloop.install()` is never called, so
+Jupyter's and pytest's loops stay what they are. `nest_asyncio` is deliberately not used (see
+DESIGN.md).
+
+`iterate` and `aiterate` carry an async iterator running on the home loop over to a blocking
+thread or to another event loop (streams use them).
 """
 
 from __future__ import annotations
@@ -20,21 +27,60 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import queue
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Literal, TypeVar
 
-__all__ = ["HomeLoop", "get_home_loop", "in_home_loop", "run_async", "run_sync"]
+__all__ = [
+    "LOOP_KINDS",
+    "HomeLoop",
+    "default_loop_kind",
+    "get_home_loop",
+    "in_home_loop",
+    "run_async",
+    "run_sync",
+    "swap_home_loop",
+]
 
 T = TypeVar("T")
+LoopKind = Literal["uvloop", "asyncio"]
+LOOP_KINDS: tuple[LoopKind, ...] = ("uvloop", "asyncio")
+
+
+def default_loop_kind() -> LoopKind:
+    """`uvloop` when it is installed (and `AGENTNB_LOOP` does not say `asyncio`), else `asyncio`."""
+    if os.environ.get("AGENTNB_LOOP", "").strip().lower() == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def _new_loop(kind: LoopKind) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
 
 
 class HomeLoop:
-    """An event loop running forever in a daemon thread."""
+    """An event loop running forever in a daemon thread.
 
-    def __init__(self, name: str = "agentnb-home-loop") -> None:
+    `kind` is "uvloop" or "asyncio" (default: `default_loop_kind()`). `submissions` counts the
+    coroutines handed to the loop from other threads (tests use it to prove a path never hops).
+    """
+
+    def __init__(self, name: str = "agentnb-home-loop", *, kind: LoopKind | None = None) -> None:
+        self.kind: LoopKind = kind or default_loop_kind()
+        self.submissions = 0
+        self.running = True  # until `stop()`; a forked child drops the whole object
         self._ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_loop(self.kind)
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
         self._ready.wait()
@@ -42,7 +88,10 @@ class HomeLoop:
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._ready.set)
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.running = False
 
     def is_current(self) -> bool:
         """True when called from code running on this loop's thread."""
@@ -50,6 +99,7 @@ class HomeLoop:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule `coro` on the home loop; cancelling the returned future cancels it."""
+        self.submissions += 1
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -106,14 +156,80 @@ class HomeLoop:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
+    def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """Iterate `items` (run on the home loop) from a blocking thread, item by item.
+
+        Leaving the loop early, or an interrupt while waiting, cancels the producer.
+        """
+        inbox: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        future = self.submit(_pump(items, inbox.put))
+        try:
+            while True:
+                kind, value = inbox.get()
+                if kind == _ITEM:
+                    yield value
+                elif kind == _END:
+                    return
+                else:
+                    raise value
+        finally:
+            future.cancel()
+
+    async def aiterate(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Iterate `items` (run on the home loop) from any event loop, this one included."""
+        inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        cancel: Callable[[], Any]
+        if self.is_current():
+            task = asyncio.ensure_future(_pump(items, inbox.put_nowait))
+            cancel = task.cancel
+        else:
+            consumer = asyncio.get_running_loop()
+
+            def push(item: tuple[int, Any]) -> None:
+                consumer.call_soon_threadsafe(inbox.put_nowait, item)
+
+            cancel = self.submit(_pump(items, push)).cancel
+        try:
+            while True:
+                kind, value = await inbox.get()
+                if kind == _ITEM:
+                    yield value
+                elif kind == _END:
+                    return
+                else:
+                    raise value
+        finally:
+            cancel()
+
     def stop(self) -> None:
         """Stop the loop and join its thread (tests and interpreter shutdown only)."""
+        self.running = False
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+_ITEM, _END, _ERROR = 0, 1, 2
+
+
+async def _pump(items: AsyncIterator[Any], push: Callable[[tuple[int, Any]], None]) -> None:
+    """Run `items` to its end, pushing each item, then the end or the error."""
+    try:
+        async for item in items:
+            push((_ITEM, item))
+    except BaseException as exc:
+        push((_ERROR, exc))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    else:
+        push((_END, None))
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 _lock = threading.Lock()
@@ -123,11 +239,23 @@ _home: HomeLoop | None = None
 def get_home_loop() -> HomeLoop:
     """The process-wide home loop, started on first use."""
     global _home
+    home = _home
+    if home is not None and home.running:  # the common case: no lock, no thread query
+        return home
     if _home is None or not _home.thread.is_alive():
         with _lock:
             if _home is None or not _home.thread.is_alive():
                 _home = HomeLoop()
     return _home
+
+
+def swap_home_loop(new: HomeLoop | None) -> HomeLoop | None:
+    """Make `new` the process's home loop and return the previous one (tests use it to run the
+    same code on uvloop and on asyncio; the caller stops what it no longer needs)."""
+    global _home
+    with _lock:
+        old, _home = _home, new
+    return old
 
 
 def in_home_loop() -> bool:

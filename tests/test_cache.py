@@ -199,7 +199,8 @@ _message = st.fixed_dictionaries({"role": _text, "content": _text}) | st.diction
     model=_text,
     system=_text,
     messages=st.lists(_message, max_size=3),
-    max_tokens=st.integers(-(2**70), 2**70),
+    max_tokens=st.integers(1, 10**6),
+    stop_sequences=st.lists(_text, max_size=3),
     temperature=st.none() | st.floats(allow_nan=False, allow_infinity=False),
 )
 def test_fast_key_spelling_equals_the_generic_canonical_json(
@@ -210,8 +211,10 @@ def test_fast_key_spelling_equals_the_generic_canonical_json(
     messages: list[dict[str, str]],
     max_tokens: int,
     temperature: float | None,
+    stop_sequences: list[str],
 ) -> None:
     fields: dict[str, Any] = {
+        "stop_sequences": stop_sequences,
         "backend": backend,
         "agent": agent,
         "prompt_hash": prompt_hash(system),

@@ -188,7 +188,6 @@ steps:
 
 
 async def test_sdk_over_the_simulator_never_shares_keys_with_the_real_api(tmp_path: Path) -> None:
-    from agentnb.orchestrator import AgentCall
 
     sim = SimulatedBackend(latency_s=0.001, jitter=0.0)
     over_sim = AnthropicBackend(
@@ -199,7 +198,7 @@ async def test_sdk_over_the_simulator_never_shares_keys_with_the_real_api(tmp_pa
     keys = set()
     for backend in (sim, over_sim, real, gateway):
         orch, _ = make(tmp_path, backend=backend)
-        keys.add(orch._cache_key(orch._prepare(AgentCall("writer", "same request"))))
+        keys.add(orch.prepare("writer", "same request").key)
         await orch.aclose()
     assert len(keys) == 4
     assert not real.client_created

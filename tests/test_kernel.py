@@ -16,8 +16,8 @@ def run_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *sources: str) ->
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]  # type: ignore[no-untyped-call]
     client = NotebookClient(
         nb, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(tmp_path)}}
     )

@@ -7,10 +7,62 @@ import os
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from agentnb.loop import get_home_loop, in_home_loop, run_async, run_sync
+from agentnb.loop import (
+    LOOP_KINDS,
+    HomeLoop,
+    get_home_loop,
+    in_home_loop,
+    run_async,
+    run_sync,
+    swap_home_loop,
+)
+
+
+@pytest.fixture(autouse=True, params=LOOP_KINDS)
+def home_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on a uvloop home loop and on a plain asyncio one."""
+    kind = request.param
+    home = HomeLoop(name=f"agentnb-test-{kind}", kind=kind)
+    previous = swap_home_loop(home)
+    try:
+        yield kind
+    finally:
+        swap_home_loop(previous)
+        home.stop()
+
+
+def test_the_home_loop_is_of_the_asked_kind(home_loop_kind: str) -> None:
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert get_home_loop().kind == home_loop_kind
+    assert run_sync(loop_type()).startswith("uvloop" if home_loop_kind == "uvloop" else "asyncio")
+
+
+def test_items_cross_from_the_home_loop_to_threads_and_loops() -> None:
+    async def numbers(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    home = get_home_loop()
+    assert list(home.iterate(numbers(5))) == [0, 1, 2, 3, 4]
+
+    async def elsewhere() -> list[int]:
+        return [i async for i in home.aiterate(numbers(4))]
+
+    assert asyncio.run(elsewhere()) == [0, 1, 2, 3]
+
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        list(home.iterate(broken()))
 
 
 async def where() -> int | None:

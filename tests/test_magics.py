@@ -23,12 +23,13 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from traitlets.config import Config as TraitletsConfig
 
 import agentnb
-from agentnb import orchestrator as orchestrator_module
 from agentnb.config import Config, field_names
-from agentnb.errors import AgentNotFoundError, WorkflowValidationError
+from agentnb.errors import AgentNotFoundError, OptionError, WorkflowValidationError
 from agentnb.magics import SETTINGS, AgentMagics, AgentNB, fill_placeholders, keep_questions
 from agentnb.magics.parsing import split_agent_line
+from agentnb.options import CallOptions
 from agentnb.orchestrator import AgentOrchestrator, default_orchestrator
+from agentnb.orchestrator import facade as orchestrator_module
 from agentnb.workflow import Workflow, WorkflowRun
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,22 +254,29 @@ def test_agent_options_reach_the_orchestrator(
     seen: list[dict[str, Any]] = []
     real = AgentOrchestrator.execute_agent
 
-    def spy(self: AgentOrchestrator, agent: str, task: str, **kwargs: Any) -> Any:
-        seen.append({"agent": agent, "task": task, **kwargs})
-        return real(self, agent, task, **kwargs)
+    def spy(self: AgentOrchestrator, agent: str, task: str, options: CallOptions, **kw: Any) -> Any:
+        seen.append({"agent": agent, "task": task, **options.set_fields(), **kw})
+        return real(self, agent, task, options)
 
     monkeypatch.setattr(AgentOrchestrator, "execute_agent", spy)
-    run(ip, "%agent -m haiku -t 0.3 --max-tokens 16 --no-cache writer Say hi")
+    run(
+        ip,
+        "%agent -m haiku -t 0.3 --max-tokens 16 --no-cache --stop END "
+        "--stop STOP --timeout 30 --max-attempts 2 writer Say hi",
+    )
     assert seen[-1] == {
         "agent": "writer",
         "task": "Say hi",
         "model": "haiku",
         "temperature": 0.3,
         "max_tokens": 16,
+        "stop_sequences": ("END", "STOP"),
         "use_cache": False,
+        "timeout_s": 30.0,
+        "max_attempts": 2,
     }
     run(ip, "%agent writer Say hi")
-    assert seen[-1]["model"] is None and seen[-1]["use_cache"] is True
+    assert seen[-1] == {"agent": "writer", "task": "Say hi"}  # nothing set: the layers below
 
 
 def test_agent_options_take_effect(ip: InteractiveShell) -> None:
@@ -293,9 +301,9 @@ def test_agent_streams_only_when_asked_in_a_terminal(
     streamed: list[str] = []
     real = AgentOrchestrator.stream_agent
 
-    def spy(self: AgentOrchestrator, agent: str, task: str, **kwargs: Any) -> Any:
+    def spy(self: AgentOrchestrator, agent: str, task: str, *args: Any) -> Any:
         streamed.append(task)
-        return real(self, agent, task, **kwargs)
+        return real(self, agent, task, *args)
 
     monkeypatch.setattr(AgentOrchestrator, "stream_agent", spy)
     run(ip, "%agent writer not streamed")
@@ -318,8 +326,6 @@ def test_agent_list_shows_the_agents(ip: InteractiveShell) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("%agent -t 3 writer hi", "between 0 and 1"),
-        ("%agent --max-tokens 0 writer hi", "at least 1"),
         ("%agent -o 'not a name' writer hi", "not a valid variable name"),
         ("%agent", "needs an agent"),
         ("%agent writer", "task is empty"),
@@ -337,6 +343,30 @@ def test_agent_usage_errors_are_one_line(
         run(ip, line)
     err = capsys.readouterr().err
     assert err.startswith("UsageError: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("%agent -t 3 writer hi", "--temperature: must be a finite number in [0, 1], got 3.0"),
+        ("%agent -t nan writer hi", "--temperature: must be a finite number in [0, 1], got nan"),
+        ("%agent --max-tokens 0 writer hi", "--max-tokens: must be a whole number from 1"),
+        ("%agent --timeout 0 writer hi", "--timeout: must be a finite number in (0, 3600]"),
+        ("%agent --max-attempts 0 writer hi", "--max-attempts: must be a whole number from 1"),
+        ("%agent --stop ' ' writer hi", "--stop: must be a list of non-blank strings"),
+        ("%agent -m '' writer hi", "--model: must be a non-empty model id"),
+    ],
+)
+def test_agent_option_errors_are_one_line(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    capsys.readouterr()
+    result = run_cell(ip, line)
+    assert isinstance(result.error_in_exec, OptionError)  # raised before any call
+    assert message in str(result.error_in_exec)
+    out, err = capsys.readouterr()
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("OptionError: %agent --")
 
 
 def test_agentnb_errors_are_one_line_without_traceback(

@@ -38,6 +38,7 @@ from agentnb.errors import (
 )
 from agentnb.loop import run_sync
 from agentnb.metrics import COLUMNS
+from agentnb.orchestrator import ConcurrencyLimit
 
 
 def make_config(**overrides: Any) -> Config:
@@ -220,13 +221,13 @@ async def test_per_attempt_timeout_exhausted() -> None:
 def test_backoff_grows_and_is_capped() -> None:
     orch, _ = make(backoff_base_s=0.1, backoff_cap_s=0.5)
     err = ServerError("x", status_code=500)
-    delays = [[orch._backoff(a, err) for _ in range(50)] for a in (1, 2, 3, 6)]
+    delays = [[orch.retrying.backoff(a, err) for _ in range(50)] for a in (1, 2, 3, 6)]
     assert all(0.05 <= d <= 0.1 for d in delays[0])
     assert all(0.1 <= d <= 0.2 for d in delays[1])
     assert all(0.2 <= d <= 0.4 for d in delays[2])
     assert all(0.25 <= d <= 0.5 for d in delays[3])  # capped
     assert len(set(delays[0])) > 1  # jittered
-    hinted = orch._backoff(1, RateLimitError("x", retry_after=2.0))
+    hinted = orch.retrying.backoff(1, RateLimitError("x", retry_after=2.0))
     assert 2.0 <= hinted <= 2.01
 
 
@@ -368,7 +369,7 @@ def test_sync_facade_from_plain_threads() -> None:
 
 def test_keyboard_interrupt_cancels_in_flight_calls_and_next_call_works() -> None:
     orch, backend = sync_orch()
-    backend.latencies = {"writer": 10.0}  # type: ignore[attr-defined]
+    backend.latencies = {"writer": 10.0}
 
     def interrupt() -> None:
         for _ in range(1000):
@@ -534,7 +535,7 @@ def test_reconfigure_in_place_keeps_what_did_not_change(tmp_path: Any) -> None:
     orch.reconfigure(cfg.replace(max_concurrency=3))  # nothing the backend or cache use
     assert handle.execute_agent("writer", "keep me").cached  # still works, cache kept
     assert orch.backend is backend and orch.cache is cache
-    assert orch.aio._semaphore._value == 3
+    assert isinstance(orch.aio.admission, ConcurrencyLimit) and orch.aio.admission.limit == 3
     orch.reconfigure(orch.config.replace(sim_latency_s=0.001))  # a backend setting
     assert orch.backend is not backend and orch.cache is cache
     orch.reconfigure(orch.config.replace(cache_ttl_s=60.0))  # a cache setting

@@ -687,3 +687,19 @@ def test_bench_scheduler_reports_its_figures() -> None:
     assert figures["total_us_per_step"] > 0
     assert figures["dag_wall_over_critical_path"] >= 0.99
     assert figures["skewed_superstep_s"] == pytest.approx(0.014)
+
+
+async def test_a_wide_dag_keeps_at_most_the_limit_of_step_tasks_alive() -> None:
+    # 300 independent steps under a limit of 4: tasks are made as slots free up, not up front.
+    alive: list[int] = []
+
+    async def execute(step: Step, task: str) -> AgentResult:
+        alive.append(len(asyncio.all_tasks()))
+        await asyncio.sleep(0)
+        return AgentResult(agent=step.agent, model="m", text=task)
+
+    steps = [{"id": f"s{i}", "agent": "writer", "task": f"t{i}"} for i in range(300)]
+    wf = Workflow.from_dict({"name": "wide", "steps": steps})
+    run = await execute_workflow(wf, execute, max_concurrency=4)
+    assert run.status == "succeeded" and len(alive) == 300
+    assert max(alive) <= 4 + 2  # the steps, the test's own task and the run's

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import logging
 import os
 import tempfile
@@ -39,25 +38,54 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..config import Config
 from ..errors import CacheError
 from .base import PersistentTier, StoredEntry
 from .integrity import Signer, load_secret
+from .keys import no_nan as _no_nan
 from .memory import MemoryTier, copy_json
 from .sqlite import DB_NAME, SQLiteTier
 
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["ResponseCache", "prepare_cache_dir"]
+__all__ = ["TIERS", "ResponseCache", "prepare_cache_dir", "register_tier"]
 
 logger = logging.getLogger("agentnb.cache")
 
-_encode_value = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
-).encode
-
 Payload = dict[str, Any]
+
+
+def _sqlite_tier(cache: ResponseCache, config: Config, signer: Signer) -> PersistentTier:
+    cache.cache_dir = prepare_cache_dir(config.cache_dir)
+    return SQLiteTier(
+        cache.cache_dir / DB_NAME,
+        signer=signer,
+        max_bytes=config.cache_disk_bytes,
+        clock=cache.clock,
+    )
+
+
+def _redis_tier(cache: ResponseCache, config: Config, signer: Signer) -> PersistentTier:
+    from .redis import RedisTier  # needs the `redis` package: imported only when chosen
+
+    return RedisTier(config.redis_url, signer=signer, clock=cache.clock)
+
+
+#: The persistent tiers behind memory, by `cache_backend` name ("memory": none).
+TIERS: dict[str, Callable[[ResponseCache, Config, Signer], PersistentTier]] = {
+    "sqlite": _sqlite_tier,
+    "redis": _redis_tier,
+}
+
+
+def register_tier(
+    name: str, factory: Callable[[ResponseCache, Config, Signer], PersistentTier]
+) -> None:
+    """Add a persistent tier selectable as `cache_backend: <name>`."""
+    TIERS[name] = factory
 
 
 def prepare_cache_dir(path: str | os.PathLike[str]) -> Path:
@@ -104,12 +132,15 @@ class ResponseCache:
         self.config = config
         self.backend: str = config.cache_backend if config.cache_enabled else "none"
         self._clock = clock
+        self.clock = clock
         self._ttl_s = config.cache_ttl_s
         self._exclude = list(config.cache_exclude)
         self._memory: MemoryTier | None = None
         self._store: PersistentTier | None = None
         self._inflight: dict[str, asyncio.Future[Payload]] = {}
-        self._hits = {"memory": 0, "disk": 0, "redis": 0, "inflight": 0}
+        # Memory hits are counted by the memory tier itself (under its lock: blocking callers
+        # read it from their own threads); the rest happen on the home loop.
+        self._hits = {"disk": 0, "redis": 0, "inflight": 0}
         self._misses = 0
         self.cache_dir: Path | None = None
         if self.backend == "none":
@@ -119,20 +150,10 @@ class ResponseCache:
             max_bytes=config.cache_memory_bytes,
             clock=clock,
         )
-        if self.backend == "sqlite":
-            self.cache_dir = prepare_cache_dir(config.cache_dir)
+        make_tier = TIERS.get(self.backend)
+        if make_tier is not None:
             signer = Signer(secret if secret is not None else load_secret())
-            self._store = SQLiteTier(
-                self.cache_dir / DB_NAME,
-                signer=signer,
-                max_bytes=config.cache_disk_bytes,
-                clock=clock,
-            )
-        elif self.backend == "redis":
-            from .redis import RedisTier
-
-            signer = Signer(secret if secret is not None else load_secret())
-            self._store = RedisTier(config.redis_url, signer=signer, clock=clock)
+            self._store = make_tier(self, config, signer)
 
     @classmethod
     def from_config(cls, config: Config) -> ResponseCache:
@@ -162,6 +183,20 @@ class ResponseCache:
         if agent_cache_flag is False:
             return True
         return any(fnmatch.fnmatchcase(agent, pattern) for pattern in self._exclude)
+
+    def memory_lookup(self, key: str) -> Payload | None:
+        """The payload under `key` if the memory tier holds it (counted as a hit), else None.
+
+        Safe from any thread, and answered there: a blocking caller's hit needs no event loop.
+        The payload is the tier's own: read it, do not change it.
+        """
+        memory = self._memory
+        if memory is None:
+            return None
+        hit = memory.get(key, copy=False)
+        if hit is not None and self._store is not None:
+            self._store.touch(key)
+        return hit
 
     # -- the orchestrator's side (home loop) --------------------------------------------------
     async def get(self, key: str) -> tuple[Payload, str] | None:
@@ -258,10 +293,8 @@ class ResponseCache:
         if memory is None:  # closed while we waited
             return None
         hit = memory.get(key)
-        if hit is not None:
-            self._hits["memory"] += 1
-            if self._store is not None:
-                self._store.touch(key)
+        if hit is not None and self._store is not None:
+            self._store.touch(key)
         return hit
 
     async def _store_get(self, key: str) -> tuple[Payload, str] | None:
@@ -286,10 +319,14 @@ class ResponseCache:
         ttl = self._ttl_s if ttl_s is None else ttl_s
         if ttl < 0:
             raise ValueError(f"ttl_s must not be negative, got {ttl!r}")
-        value = _encode_value(payload).encode("utf-8")
+        _no_nan(payload)
+        try:
+            value = orjson.dumps(payload)
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(f"cache payloads are JSON values: {exc}") from None
         expires_at = self._clock() + ttl if ttl > 0 else None
         # Memory keeps what a disk hit would give back (a JSON round trip), owned by nobody else.
-        stored: Payload = json.loads(value)
+        stored: Payload = orjson.loads(value)
         memory = self._memory  # None if the cache was closed while the call ran
         if memory is not None:
             memory.set(key, stored, agent=agent, size=len(value), expires_at=expires_at)
@@ -337,9 +374,10 @@ class ResponseCache:
         `memory_entries`, `memory_bytes`, `memory_evictions`, `memory_expirations`.
         """
         memory, store = self._memory, self._store
-        hits = sum(self._hits.values())
+        counts = {"memory": memory.hits if memory else 0, **self._hits}
+        hits = sum(counts.values())
         lookups = hits + self._misses
-        out: dict[str, int | float] = {f"hits_{tier}": n for tier, n in self._hits.items()}
+        out: dict[str, int | float] = {f"hits_{tier}": n for tier, n in counts.items()}
         out["misses"] = self._misses
         out["hit_rate"] = hits / lookups if lookups else 0.0
         # Entries leave "the cache" when they leave the tier that holds them all.

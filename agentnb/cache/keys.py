@@ -1,9 +1,15 @@
 """Cache keys: the SHA-256 of everything that changes an answer.
 
-A key is the full SHA-256 hex digest of the canonical JSON (sorted keys, no whitespace, ASCII
-escapes) of the backend kind, agent name, a hash of the agent's system prompt, model id, system
-prompt, messages, max_tokens and temperature. Change any of them and the key changes, so an edited
-agent file, another model or a simulated answer never answers a different request.
+A key is the full SHA-256 hex digest of the canonical JSON (`orjson`, sorted keys, no
+whitespace, UTF-8) of a document with two parts: `agent` (backend identity, agent name, a hash
+of the agent's prompt, model, system prompt) and `request` (messages, max_tokens, temperature,
+stop sequences), plus the layout version `v`. Change any of them and the key changes, so an
+edited agent file, another model or a simulated answer never answers a different request.
+Options that do not change the answer (timeout, attempts, cache policy) are not in it.
+
+The `agent` part comes first in the canonical spelling, so the hash state after it is kept per
+agent (bounded) and only the request part is hashed per call; a test checks the key against the
+plain `sha256(canonical_json(key_document(...)))`.
 
 Example:
     >>> k = make_key(backend="simulated", agent="writer", prompt_hash=prompt_hash("You write."),
@@ -17,24 +23,24 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 __all__ = ["KEY_VERSION", "canonical_json", "key_document", "make_key", "prompt_hash"]
 
 #: Bumped when the key layout changes, so old entries simply stop matching.
-KEY_VERSION = 1
+KEY_VERSION = 2
 
-_encode = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-).encode
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The one JSON spelling of `obj`: sorted keys, no whitespace, ASCII only, no NaN."""
-    return _encode(obj).encode("ascii")
+    """The one JSON spelling of `obj`: sorted keys, no whitespace, UTF-8; NaN is refused."""
+    no_nan(obj)
+    return orjson.dumps(obj, option=_SORTED)
 
 
 def prompt_hash(text: str) -> str:
@@ -52,18 +58,24 @@ def key_document(
     messages: list[dict[str, str]],
     max_tokens: int,
     temperature: float | None,
+    stop_sequences: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The document a key hashes (its canonical JSON is what `make_key` digests)."""
     return {
+        "agent": {
+            "backend": backend,
+            "model": model,
+            "name": agent,
+            "prompt_hash": prompt_hash,
+            "system": system,
+        },
+        "request": {
+            "max_tokens": int(max_tokens),
+            "messages": messages,
+            "stop_sequences": list(stop_sequences),
+            "temperature": None if temperature is None else float(temperature),
+        },
         "v": KEY_VERSION,
-        "backend": backend,
-        "agent": agent,
-        "prompt_hash": prompt_hash,
-        "model": model,
-        "system": system,
-        "messages": messages,
-        "max_tokens": int(max_tokens),
-        "temperature": None if temperature is None else float(temperature),
     }
 
 
@@ -77,67 +89,68 @@ def make_key(
     messages: list[dict[str, str]],
     max_tokens: int,
     temperature: float | None,
+    stop_sequences: Sequence[str] = (),
 ) -> str:
     """The cache key of one request: full SHA-256 hex of `canonical_json(key_document(...))`.
 
-    `temperature` 1 and 1.0 give the same key (it is normalised to a float). The JSON is
-    spelled out field by field rather than through the generic encoder: the same bytes (a test
-    checks it against `canonical_json`) in about half the time, because a memory-tier hit,
-    key included, should cost under 10 µs; the JSON of an agent's fixed fields is remembered.
+    `temperature` 1 and 1.0 give the same key (it is normalised to a float). Values must be
+    checked before (`CallOptions` does): NaN and lone surrogates are refused here.
     """
-    if temperature is None:
-        temp = b'null,"v":%d}' % KEY_VERSION
-    else:
-        number = float(temperature)
-        if not math.isfinite(number):
+    if temperature is not None:
+        temperature = float(temperature)
+        if not math.isfinite(temperature):
             raise ValueError(f"temperature must be a finite number, got {temperature!r}")
-        temp = b'%s,"v":%d}' % (float.__repr__(number).encode("ascii"), KEY_VERSION)
-    head, tail = _fixed_parts(agent, backend, model, prompt_hash, system)
-    # Keys in sorted order, as `canonical_json` writes them; fed to the hash piece by piece.
-    h = hashlib.sha256(head)
-    h.update(b'%d,"messages":[' % int(max_tokens))
-    first = True
-    for m in messages:
-        if not first:
-            h.update(b",")
-        first = False
-        if type(m) is dict and len(m) == 2:
-            content, role = m.get("content"), m.get("role")
-            if type(content) is str and type(role) is str:
-                h.update(b'{"content":')
-                h.update(_str(content).encode("ascii"))
-                h.update(b',"role":')
-                h.update(_str(role).encode("ascii"))
-                h.update(b"}")
-                continue
-        h.update(_encode(m).encode("ascii"))
-    h.update(tail)
-    h.update(temp)
-    return h.hexdigest()
-
-
-_str: Callable[[str], str] = (
-    json.encoder.c_encode_basestring_ascii or json.encoder.py_encode_basestring_ascii  # type: ignore[attr-defined]
-)
-
-#: The JSON of the fields an agent keeps from call to call (its system prompt can be long):
-#: (agent, backend, model, prompt_hash, system) -> (text before max_tokens, text after messages).
-_fixed: dict[tuple[str, str, str, str, str], tuple[bytes, bytes]] = {}
-_FIXED_MAX = 256
-
-
-def _fixed_parts(
-    agent: str, backend: str, model: str, prompt_hash: str, system: str
-) -> tuple[bytes, bytes]:
-    k = (agent, backend, model, prompt_hash, system)
-    parts = _fixed.get(k)
-    if parts is None:
-        if len(_fixed) >= _FIXED_MAX:
-            _fixed.clear()
-        head = f'{{"agent":{_str(agent)},"backend":{_str(backend)},"max_tokens":'
-        tail = (
-            f'],"model":{_str(model)},"prompt_hash":{_str(prompt_hash)},'
-            f'"system":{_str(system)},"temperature":'
+    h = _agent_state(backend, model, agent, prompt_hash, system).copy()
+    h.update(
+        orjson.dumps(
+            {
+                "max_tokens": int(max_tokens),
+                "messages": messages,
+                "stop_sequences": list(stop_sequences),
+                "temperature": temperature,
+            },
+            option=_SORTED,
         )
-        parts = _fixed[k] = (head.encode("ascii"), tail.encode("ascii"))
-    return parts
+    )
+    h.update(_TAIL)
+    digest: str = h.hexdigest()
+    return digest
+
+
+_TAIL = b',"v":%d}' % KEY_VERSION
+#: (backend, model, agent, prompt_hash, system) -> hash state after `{"agent":{...},"request":`.
+_states: dict[tuple[str, str, str, str, str], Any] = {}
+_STATES_MAX = 256
+
+
+def _agent_state(backend: str, model: str, agent: str, prompt_hash: str, system: str) -> Any:
+    k = (backend, model, agent, prompt_hash, system)
+    state = _states.get(k)
+    if state is None:
+        if len(_states) >= _STATES_MAX:
+            _states.clear()
+        head = orjson.dumps(
+            {
+                "backend": backend,
+                "model": model,
+                "name": agent,
+                "prompt_hash": prompt_hash,
+                "system": system,
+            },
+            option=_SORTED,
+        )
+        state = _states[k] = hashlib.sha256(b'{"agent":' + head + b',"request":')
+    return state
+
+
+def no_nan(obj: Any) -> None:
+    """Raise ValueError for a NaN or infinity anywhere in `obj` (orjson would write null)."""
+    if type(obj) is float:
+        if not math.isfinite(obj):
+            raise ValueError(f"{obj!r} has no JSON spelling")
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            no_nan(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            no_nan(v)

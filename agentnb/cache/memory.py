@@ -68,6 +68,7 @@ class MemoryTier:
         self._data: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = 0
+        self.hits = 0
         self.evictions = 0
         self.expirations = 0
         self.oversize = 0
@@ -83,8 +84,9 @@ class MemoryTier:
         with self._lock:
             return list(self._data)
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """A copy of the payload under `key`, or None when absent or expired."""
+    def get(self, key: str, *, copy: bool = True) -> dict[str, Any] | None:
+        """A copy of the payload under `key` (the payload itself with `copy=False`: read it,
+        do not change it), or None when absent or expired. A hit is counted in `hits`."""
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -95,8 +97,9 @@ class MemoryTier:
                 self.expirations += 1
                 return None
             self._data.move_to_end(key)
+            self.hits += 1
             payload = entry.payload
-        return copy_json(payload)  # type: ignore[no-any-return]
+        return copy_json(payload) if copy else payload
 
     def set(
         self,

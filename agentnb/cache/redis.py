@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import orjson
 
 from ..errors import CacheError
 from .base import LogOnce, StoredEntry
@@ -250,7 +251,7 @@ class RedisTier:
                 return None
             if not isinstance(value, bytes) or not self._signer.verify(key, value, mac):
                 raise _BadEntry("its HMAC does not match (tampered, truncated or another secret)")
-            payload = json.loads(value)
+            payload = orjson.loads(value)
             if not isinstance(payload, dict) or not isinstance(agent, bytes):
                 raise _BadEntry("it does not parse as a cache entry")
             agent_name = agent.decode("utf-8")

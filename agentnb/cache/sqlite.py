@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import math
 import sqlite3
@@ -37,6 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import orjson
 
 from ..errors import CacheError
 from .base import LogOnce, StoredEntry
@@ -296,7 +297,7 @@ class SQLiteTier:
                 return None
             if not self._signer.verify(key, value, mac):
                 raise _BadRow("its HMAC does not match (tampered, truncated or another secret)")
-            payload = json.loads(value)
+            payload = orjson.loads(value)
             if not isinstance(payload, dict) or not isinstance(agent, str):
                 raise _BadRow("it does not parse as a cache entry")
         except (_BadRow, ValueError, TypeError) as exc:

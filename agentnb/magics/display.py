@@ -166,11 +166,8 @@ class WorkflowProgress:
         self._last = time.monotonic()  # the first render shows the initial state
         self._timer: asyncio.TimerHandle | None = None
         self._width = max(len(s.id) for s in workflow.steps)
-        self._handle = (
-            _Output(self._bundle(), {"agentnb": {"workflow": workflow.name, "live": True}})
-            if self.live
-            else None
-        )
+        # Made with the first event, so a workflow refused before it starts leaves no output.
+        self._handle: _Output | None = None
 
     # -- events (agentnb's loop thread) -------------------------------------------------------
     def on_event(self, event: StepEvent) -> None:
@@ -190,7 +187,7 @@ class WorkflowProgress:
 
     def _schedule(self) -> None:
         wait = self._last + UPDATE_INTERVAL_S - time.monotonic()
-        if wait <= 0:
+        if wait <= 0 or self._handle is None:
             self._render()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(wait, self._tick)
@@ -201,9 +198,13 @@ class WorkflowProgress:
 
     def _render(self) -> None:
         with self._lock:
-            if self._closed or self._handle is None:
+            if self._closed or not self.live:
                 return
-            self._handle.update(self._bundle())
+            if self._handle is None:
+                metadata = {"agentnb": {"workflow": self.workflow.name, "live": True}}
+                self._handle = _Output(self._bundle(), metadata)
+            else:
+                self._handle.update(self._bundle())
             self._last = time.monotonic()
             running = any(e.status == "running" for e in self._events.values())
         if running and self._timer is None:  # keep the elapsed times of running steps moving

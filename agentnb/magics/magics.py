@@ -20,6 +20,8 @@ from IPython.core.magic import Magics, magics_class, no_var_expand
 
 from ..bench import MODES, compare_speedup
 from ..errors import WorkflowValidationError
+from ..loop import default_loop_kind
+from ..options import from_namespace
 from ..orchestrator import AgentCall
 from ..plots import plot_cost, plot_latency
 from ..workflow import Workflow, WorkflowRun
@@ -39,11 +41,11 @@ from .parsing import (
     line_magic,
     magic_arguments,
     one_line_errors,
+    option_arguments,
     parse_line,
     parser_of,
     positive_int,
     split_agent_line,
-    temperature,
     variable_name,
 )
 from .settings import AgentNB
@@ -54,6 +56,13 @@ AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup")
 
 # What may precede a line magic that is the value of its cell: `NAME = ` (magic assignment).
 _TARGET = r"(?:[A-Za-z_][\w.]*\s*=\s*)?"
+
+
+def _in_cell(exc: WorkflowValidationError, in_cell: bool) -> WorkflowValidationError:
+    """`exc` with its lines counted in the cell when the YAML is the cell's body."""
+    if not in_cell:
+        return exc
+    return in_cell_lines(exc).with_traceback(exc.__traceback__)
 
 
 @magics_class
@@ -98,12 +107,7 @@ class AgentMagics(Magics):
     @line_cell_magic
     @no_var_expand
     @magic_arguments()
-    @argument(
-        "-m", "--model", help="model id or alias (sonnet, opus, haiku) instead of the agent's"
-    )
-    @argument("-t", "--temperature", type=temperature, help="sampling temperature, 0 to 1")
-    @argument("--max-tokens", type=positive_int, metavar="N", help="answer length limit")
-    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @option_arguments()
     @argument(
         "-o",
         "--output",
@@ -153,6 +157,7 @@ class AgentMagics(Magics):
 
             %agent writer Write a haiku about caches
             %agent -m haiku -t 0 -o review python-expert Review {{src}}
+            %agent --max-tokens 200 --stop END writer A haiku
             %agent --list
         """
         args, task = split_agent_line(parser_of(self.agent), line)
@@ -168,23 +173,18 @@ class AgentMagics(Magics):
             task = f"{task}\n\n{body}" if task else body
         if not task.strip():
             raise UsageError(f"%agent {args.name}: the task is empty")
+        options = from_namespace(args, source="%agent")
         task = fill_placeholders(task, self._ns)
         orch = self.session.orchestrator()
-        options: dict[str, Any] = {
-            "model": args.model,
-            "temperature": args.temperature,
-            "max_tokens": args.max_tokens,
-            "use_cache": not args.no_cache,
-        }
         stream = args.stream if args.stream is not None else self.in_kernel
         if stream:
             result = stream_answer(
-                orch.stream_agent(args.name, task, **options),
+                orch.stream_agent(args.name, task, options),
                 live=self.in_kernel,
                 render=self._render_if_alone("agent", cell),
             )
         else:
-            result = orch.execute_agent(args.name, task, **options)
+            result = orch.execute_agent(args.name, task, options)
         if args.output:
             self._ns[args.output] = result
         return result
@@ -207,7 +207,7 @@ class AgentMagics(Magics):
         metavar="N",
         help="most steps running at once (the workflow's own limit also applies)",
     )
-    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @option_arguments(only=("use_cache",))
     @argument(
         "--resume",
         type=variable_name,
@@ -265,11 +265,10 @@ class AgentMagics(Magics):
                         f"got {type(resume).__name__}"
                     )
             orch = self.session.orchestrator()
-            workflow.validate(agents=orch.agents, variables=variables)
+            if args.dry_run:  # a run validates once, in run_workflow, before anything runs
+                workflow.validate(agents=orch.agents, variables=variables)
         except WorkflowValidationError as exc:
-            if not in_cell:
-                raise
-            raise in_cell_lines(exc).with_traceback(exc.__traceback__) from exc.__cause__
+            raise _in_cell(exc, in_cell) from exc.__cause__
         if args.dry_run:
             if args.output:
                 ns[args.output] = workflow
@@ -286,11 +285,13 @@ class AgentMagics(Magics):
                 workflow,
                 variables,
                 max_concurrency=args.max_concurrency,
-                use_cache=not args.no_cache,
+                use_cache=args.use_cache is not False,
                 progress=progress.on_event,
                 resume=resume,
                 on_interrupt=partial_runs.append,
             )
+        except WorkflowValidationError as exc:
+            raise _in_cell(exc, in_cell) from exc.__cause__
         except KeyboardInterrupt:
             progress.stop("interrupted")
             # The scheduler's own account of what had finished (empty if nothing had started).
@@ -401,7 +402,10 @@ class AgentMagics(Magics):
         return cache.stats_frame()
 
     def _config(self, args: argparse.Namespace) -> Any:
-        return settings_frame(self.session.effective_settings())
+        settings = self.session.effective_settings()
+        # Not a setting but chosen at start: which event loop agentnb's calls run on.
+        settings["event_loop"] = (default_loop_kind(), "uvloop if installed; AGENTNB_LOOP")
+        return settings_frame(settings)
 
     def _agents(self, args: argparse.Namespace) -> Any:
         return self.session.orchestrator().agents.to_dataframe()

@@ -20,6 +20,7 @@ from IPython.core import magic_arguments as _magic_arguments
 from IPython.core.error import UsageError
 
 from ..errors import AgentnbError, WorkflowValidationError
+from ..options import add_arguments
 from ..workflow.template import placeholders, render
 
 __all__ = [
@@ -31,11 +32,11 @@ __all__ = [
     "line_magic",
     "magic_arguments",
     "one_line_errors",
+    "option_arguments",
     "parse_line",
     "parser_of",
     "positive_int",
     "split_agent_line",
-    "temperature",
     "variable_name",
 ]
 
@@ -158,14 +159,25 @@ def positive_int(value: str) -> int:
     return number
 
 
-def temperature(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {number:g}")
-    return number
+def option_arguments(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """The call options' flags as magic arguments, generated from `agentnb.options`.
+
+    Values are only converted here (`int`, `float`, text); `options.from_namespace` checks
+    them, so `%agent`, the CLI and the Python API refuse the same values with the same words.
+    """
+    decorators: list[Callable[[F], F]] = []
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        decorators.append(argument(*flags, **kwargs))
+
+    add_arguments(add, only=only)
+
+    def apply(func: F) -> F:
+        for deco in reversed(decorators):
+            func = deco(func)
+        return func
+
+    return apply
 
 
 # A word: unquoted characters and quoted strings run together; a lone quote is kept as text.

@@ -40,7 +40,18 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..errors import AgentnbError, WorkflowError
-from .parse import STEP_ID, STEP_OPTIONS, Source, did_you_mean, invalid, parse_mapping, read_yaml
+from ..options import EMPTY, CallOptions
+from ..options import STEP_KEYS as OPTION_KEYS
+from .parse import (
+    STEP_ID,
+    STEP_OPTIONS,
+    Source,
+    did_you_mean,
+    invalid,
+    parse_mapping,
+    read_yaml,
+    step_options,
+)
 from .template import placeholders
 
 __all__ = ["OnError", "Step", "Workflow"]
@@ -53,22 +64,24 @@ class Step:
     """One step of a workflow: which agent does what, after which other steps.
 
     `dependencies` holds the explicit ones first, then those implied by `{{step}}` placeholders.
-    The options (`model` ... `max_attempts`) are None when neither the step nor the workflow's
-    `defaults:` set them; the orchestrator then uses the agent's or the configuration's value.
-    `line` is the step's line in the YAML text, when it came from YAML.
+    `options` are the step's `CallOptions` (its own keys over the workflow's `defaults:`); an
+    option neither sets is None, and the orchestrator then uses the agent's or the
+    configuration's value. Each option also reads as an attribute under its step key
+    (`step.model`, `step.cache`, ...). `line` is the step's line in the YAML text.
     """
 
     id: str
     agent: str
     task: str
     dependencies: tuple[str, ...] = ()
-    model: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    cache: bool | None = None
-    timeout_s: float | None = None
-    max_attempts: int | None = None
+    options: CallOptions = EMPTY
     line: int | None = field(default=None, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        option = OPTION_KEYS.get(name)
+        if option is None:
+            raise AttributeError(f"'Step' object has no attribute {name!r}")
+        return getattr(self.options, option)
 
     @property
     def placeholders(self) -> list[str]:
@@ -273,6 +286,12 @@ class Workflow:
         self, steps: tuple[Step, ...], index: Mapping[str, int]
     ) -> tuple[tuple[Step, ...], list[frozenset[str]], tuple[tuple[str, ...], ...]]:
         """Merge defaults, add implied dependencies, check explicit ones."""
+        defaults = step_options(
+            self.defaults,
+            step=None,
+            prefix="defaults.",
+            line=lambda _key: self._top_line("defaults"),
+        )
         out: list[Step] = []
         explicit: list[frozenset[str]] = []
         free: list[tuple[str, ...]] = []
@@ -303,9 +322,8 @@ class Workflow:
             deps = dict.fromkeys(step.dependencies)
             deps.update(dict.fromkeys(n for n in names if n in index))
             changes: dict[str, Any] = {"dependencies": tuple(deps)}
-            for key, value in self.defaults.items():
-                if getattr(step, key) is None:
-                    changes[key] = value
+            if defaults:
+                changes["options"] = defaults.merged(step.options)
             out.append(dataclasses.replace(step, **changes))
             explicit.append(frozenset(step.dependencies))
             free.append(tuple(n for n in names if n not in index))

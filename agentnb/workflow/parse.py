@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import WorkflowValidationError
+from ..errors import OptionError, WorkflowValidationError
+from ..options import STEP_KEYS as OPTION_KEYS
+from ..options import CallOptions
 
 __all__ = [
     "STEP_ID",
@@ -34,8 +36,9 @@ __all__ = [
 #: What a step id may look like.
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 TOP_KEYS = ("name", "description", "max_concurrency", "on_error", "defaults", "inputs", "steps")
-#: Per-step settings that `defaults:` may also give; the step's own value wins.
-STEP_OPTIONS = ("model", "temperature", "max_tokens", "cache", "timeout_s", "max_attempts")
+#: Per-step settings that `defaults:` may also give (the step's own value wins): the call
+#: options' step keys (`agentnb.options`), so a new call option is a new step key by itself.
+STEP_OPTIONS: tuple[str, ...] = tuple(OPTION_KEYS)
 STEP_KEYS = ("id", "agent", "task", "dependencies", "depends_on", *STEP_OPTIONS)
 ON_ERROR = ("continue", "fail_fast")
 
@@ -194,7 +197,7 @@ def parse_mapping(data: Any, source: Source | None = None) -> dict[str, Any]:
         raise invalid(
             "must be a mapping of step settings", field="defaults", line=src.top_line("defaults")
         )
-    for key, value in defaults.items():
+    for key in defaults:
         if key not in STEP_OPTIONS:
             raise invalid(
                 f"unknown default {key!r}{did_you_mean(str(key), STEP_OPTIONS)}; "
@@ -202,9 +205,10 @@ def parse_mapping(data: Any, source: Source | None = None) -> dict[str, Any]:
                 field="defaults",
                 line=src.top_line("defaults"),
             )
-        if value is not None:
-            _check(value, key, step=None, field=f"defaults.{key}", line=src.top_line("defaults"))
     out["defaults"] = {k: v for k, v in defaults.items() if v is not None}
+    step_options(  # checked here, where the YAML lines are known
+        out["defaults"], step=None, prefix="defaults.", line=lambda _key: src.top_line("defaults")
+    )
     out["inputs"] = _inputs(data.get("inputs"), src.top_line("inputs"))
 
     steps = data["steps"]
@@ -293,11 +297,35 @@ def _step(index: int, raw: Any, src: Source) -> dict[str, Any]:
         "dependencies": _dependencies(raw.get(dep_key), label, dep_key, line(dep_key)),
         "line": line(),
     }
+    out["options"] = step_options(raw, step=label, prefix="", line=line)
+    return out
+
+
+def step_options(
+    raw: Mapping[str, Any],
+    *,
+    step: str | None,
+    prefix: str,
+    line: Any,
+) -> CallOptions:
+    """The `CallOptions` of a step's (or `defaults:`') option keys, each checked in turn so the
+    error names the step, the field and its line."""
+    values: dict[str, Any] = {}
     for key in STEP_OPTIONS:
         value = raw.get(key)
-        if value is not None:
-            out[key] = _check(value, key, step=label, field=key, line=line(key))
-    return out
+        if value is None:
+            continue
+        name = OPTION_KEYS[key]
+        try:
+            CallOptions.build({name: value}, source=f"step {step!r}")
+        except OptionError as exc:
+            message = str(exc).split(": option ", 1)[-1]
+            message = message.split(" must be ", 1)[-1]
+            raise invalid(
+                f"must be {message}", step=step, field=prefix + key, line=line(key)
+            ) from None
+        values[name] = value
+    return CallOptions.build(values, source=f"step {step!r}")
 
 
 def _dependencies(raw: Any, step: str, key: str, line: int | None) -> tuple[str, ...]:
@@ -315,8 +343,7 @@ def _check(value: Any, kind: str, *, step: str | None, field: str, line: int | N
     def bad(expected: str) -> WorkflowValidationError:
         return invalid(f"must be {expected}, got {value!r}", step=step, field=field, line=line)
 
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind in ("name", "model"):
+    if kind == "name":
         if not isinstance(value, str) or not value.strip():
             raise bad("a non-empty string")
         return value.strip()
@@ -332,22 +359,10 @@ def _check(value: Any, kind: str, *, step: str | None, field: str, line: int | N
         if value not in ON_ERROR:
             raise bad("'continue' or 'fail_fast'")
         return value
-    if kind == "cache":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind in ("positive_int", "max_tokens", "max_attempts"):
+    if kind == "positive_int":
         if value is None and kind == "positive_int":
             return None
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise bad("a whole number of at least 1")
         return value
-    if kind == "temperature":
-        if not is_number or not 0.0 <= value <= 1.0:
-            raise bad("a number between 0 and 1")
-        return float(value)
-    if kind == "timeout_s":
-        if not is_number or value <= 0:
-            raise bad("a positive number of seconds")
-        return float(value)
     raise AssertionError(f"unknown kind {kind}")  # pragma: no cover

@@ -1,7 +1,7 @@
 """The progressive scheduler: run a workflow's steps as soon as their own dependencies are done.
 
 There are no supersteps: when a step finishes, each dependent whose dependencies have now all
-succeeded is started at once, limited only by the concurrency limit (an `asyncio.Semaphore`;
+succeeded is started at once, limited only by the concurrency limit (ready steps wait in a queue;
 slots are handed out first come, first served). All steps run as tasks of one
 `asyncio.TaskGroup`, so nothing outlives the call.
 
@@ -39,12 +39,23 @@ from .parse import invalid
 from .run import StepResult, StepStatus, WorkflowRun
 from .template import render
 
-__all__ = ["StepEvent", "StepExecutor", "StepFingerprint", "execute_workflow", "iter_workflow"]
+__all__ = [
+    "StepEvent",
+    "StepExecutor",
+    "StepFingerprint",
+    "StepPreparer",
+    "execute_workflow",
+    "iter_workflow",
+]
 
 log = logging.getLogger(__name__)
 
 #: Runs one step: `(step, task with placeholders filled) -> result`; raising marks it failed.
-StepExecutor = Callable[[Step, str], Awaitable[AgentResult]]
+#: With `prepare=`, it is given what `prepare(step, task)` made instead of the task.
+StepExecutor = Callable[[Step, Any], Awaitable[AgentResult]]
+#: Prepares one step once (`(step, task) -> prepared`); the prepared value's `fingerprint`
+#: attribute, if any, is the step's fingerprint.
+StepPreparer = Callable[[Step, str], Any]
 #: Names everything a step's answer depends on: `(step, task with placeholders filled) -> str`.
 StepFingerprint = Callable[[Step, str], str]
 
@@ -79,6 +90,7 @@ async def execute_workflow(
     agents: Container[str] | None = None,
     fingerprint: StepFingerprint | None = None,
     on_interrupt: Callable[[WorkflowRun], None] | None = None,
+    prepare: StepPreparer | None = None,
 ) -> WorkflowRun:
     """Run every step of `workflow` through `execute` and return the `WorkflowRun`.
 
@@ -96,6 +108,11 @@ async def execute_workflow(
     reused or run and kept in `StepResult.fingerprint`; when both runs have one, a step is
     reused only if they are equal. If it raises, the step is not reused but run (where the
     same problem surfaces as the step's failure).
+
+    `prepare(step, task)`, when given, is called exactly once per step that is not reused,
+    before it runs: `execute` then gets what it returned, and its `fingerprint` attribute (the
+    orchestrator's cache key) serves as the fingerprint. If it raises, the step fails with that
+    error without `execute` being called.
 
     When the run is cancelled (an interrupt), the `CancelledError` propagates; first
     `on_interrupt` is given the partial `WorkflowRun`: finished steps as they ended, the rest
@@ -117,6 +134,7 @@ async def execute_workflow(
         progress,
         resume,
         fingerprint,
+        prepare,
     )
     try:
         return await scheduler.run()
@@ -178,8 +196,10 @@ class _Scheduler:
         progress: Callable[[StepEvent], None] | None,
         resume: WorkflowRun | None,
         fingerprint: StepFingerprint | None,
+        prepare: StepPreparer | None = None,
     ) -> None:
         self.workflow = workflow
+        self.prepare = prepare
         self.execute = execute
         self.limit = limit
         self.progress = progress
@@ -190,7 +210,10 @@ class _Scheduler:
         self.index = workflow._graph.index
         self.dependents = workflow._graph.dependents
         self.waiting = [len(step.dependencies) for step in self.steps]
-        self.semaphore = asyncio.Semaphore(limit) if limit is not None else None
+        # Ready steps wait here for a slot; a task is made only when its step can start, so at
+        # most `limit` step tasks exist at once, however wide the DAG (first come, first served).
+        self.pending: deque[tuple[Step, str, Any, Exception | None]] = deque()
+        self.active = 0
         # Each variable a placeholder uses is turned into text once, not once per step.
         names = {n for free in workflow._graph.free for n in free}
         # `inputs:` are the workflow's defaults; the caller's variables override them.
@@ -238,7 +261,16 @@ class _Scheduler:
             if step.id in self.results or self.stopping:
                 continue
             task = self._render(step)
-            self.fingerprints[step.id] = self._fingerprint(step, task)
+            prepared: Any = task
+            failure: Exception | None = None
+            if self.prepare is not None:
+                try:
+                    prepared = self.prepare(step, task)
+                except Exception as exc:
+                    failure = exc
+                self.fingerprints[step.id] = getattr(prepared, "fingerprint", None)
+            else:
+                self.fingerprints[step.id] = self._fingerprint(step, task)
             reused = self._reusable(step, task)
             if reused is not None:
                 now = self._now()
@@ -252,8 +284,19 @@ class _Scheduler:
                 )
                 queue.extend(self._released(step))
             else:
-                assert self.group is not None
-                self.group.create_task(self._run_step(step, task), name=f"step:{step.id}")
+                self.pending.append((step, task, prepared, failure))
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start waiting steps while there are free slots."""
+        limit = self.limit
+        while self.pending and not self.stopping and (limit is None or self.active < limit):
+            step, task, prepared, failure = self.pending.popleft()
+            self.active += 1
+            assert self.group is not None
+            self.group.create_task(
+                self._run_step(step, task, prepared, failure), name=f"step:{step.id}"
+            )
 
     def _released(self, step: Step) -> list[int]:
         """Dependents of a finished step that now have all their dependencies done."""
@@ -264,14 +307,16 @@ class _Scheduler:
                 ready.append(child)
         return ready
 
-    async def _run_step(self, step: Step, task: str) -> None:
-        if self.semaphore is not None:
-            await self.semaphore.acquire()
+    async def _run_step(
+        self, step: Step, task: str, prepared: Any, failure: Exception | None
+    ) -> None:
         try:
             self.started[step.id] = (self._now(), datetime.now(UTC))
             self._emit(step.id, "running")
             try:
-                result = await self.execute(step, task)
+                if failure is not None:
+                    raise failure
+                result = await self.execute(step, prepared)
             except Exception as exc:
                 error: Exception | None = exc
             except BaseException:
@@ -286,8 +331,7 @@ class _Scheduler:
             else:
                 error = None
         finally:
-            if self.semaphore is not None:
-                self.semaphore.release()
+            self.active -= 1
         if error is None:
             status: StepStatus = "cached" if result.cached else "succeeded"
             self._finish(step, status, result=result, task=task, started=self.started[step.id])
@@ -295,6 +339,7 @@ class _Scheduler:
                 self._advance(self._released(step))
             return
         self._finish(step, "failed", error=error, task=task, started=self.started[step.id])
+        self._launch()  # its slot is free
         if self.workflow.on_error == "fail_fast":
             if not self.stopping:
                 self.stopping = True
@@ -344,7 +389,7 @@ class _Scheduler:
         if before is None or not before.ok or before.result is None or before.task != task:
             return None
         now = self.fingerprints.get(step.id)
-        if self.fingerprint is not None and now is None:
+        if (self.fingerprint is not None or self.prepare is not None) and now is None:
             return None  # the fingerprint failed: nothing says the old answer still holds
         if now is not None and before.fingerprint is not None and now != before.fingerprint:
             return None
@@ -352,12 +397,7 @@ class _Scheduler:
             old = self.resume.workflow.step(step.id)
         except KeyError:
             return None
-        same = (old.agent, old.model, old.temperature, old.max_tokens) == (
-            step.agent,
-            step.model,
-            step.temperature,
-            step.max_tokens,
-        )
+        same = (old.agent, old.options) == (step.agent, step.options)
         return before.result if same else None
 
     def _now(self) -> float:

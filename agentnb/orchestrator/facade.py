@@ -1,0 +1,192 @@
+"""`AgentOrchestrator`: the blocking twin of the async core, for scripts and notebook cells.
+
+It works inside a running event loop (a Jupyter cell) because the work runs on agentnb's own
+loop thread. A call whose answer is in the cache's memory tier is answered on the caller's own
+thread, with no hop to the home loop. `KeyboardInterrupt` (the kernel's stop button) cancels the
+calls in flight. The methods take the same arguments as the async core's (`CallOptions` fields
+as keywords, declared once in `OptionArgs`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, Unpack
+
+from ..agents import AgentRegistry
+from ..backends import Backend
+from ..config import Config
+from ..metrics import PerformanceTracker, PriceTable
+from ..options import CallOptions, OptionArgs
+from ..result import AgentResult
+from .calls import options_of
+from .core import AsyncAgentOrchestrator
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..cache import ResponseCache
+
+__all__ = ["AgentOrchestrator", "current_default", "default_orchestrator"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncAgentOrchestrator, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[AgentOrchestrator, P], T]:
+    """The blocking twin of a core method: same signature (help and editors show it, through
+    `__wrapped__`), run on the home loop until done."""
+
+    @functools.wraps(method)
+    def blocking(self: AgentOrchestrator, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self.aio, *args, **kwargs))
+
+    doc = inspect.cleandoc(method.__doc__ or "")
+    blocking.__doc__ = f"Blocking `AsyncAgentOrchestrator.{method.__name__}`.\n\n{doc}"
+    return blocking
+
+
+def _delegated(
+    method: Callable[Concatenate[AsyncAgentOrchestrator, P], T],
+) -> Callable[Concatenate[AgentOrchestrator, P], T]:
+    """A core method that needs no loop (or is a coroutine for the caller to await), as is."""
+
+    @functools.wraps(method)
+    def delegated(self: AgentOrchestrator, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return method(self.aio, *args, **kwargs)
+
+    return delegated
+
+
+class AgentOrchestrator:
+    """The blocking twin of `AsyncAgentOrchestrator` (same arguments, same results).
+
+    Example:
+        >>> from agentnb import Config
+        >>> with AgentOrchestrator(Config.load(backend="simulated", sim_latency_s=0,
+        ...                                    cache_enabled=False, env={})) as orch:
+        ...     orch.execute_agent("writer", "A haiku", max_tokens=64).simulated
+        True
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        backend: Backend | None = None,
+        agents: AgentRegistry | None = None,
+        cache: ResponseCache | None = None,
+        price_table: PriceTable | None = None,
+    ) -> None:
+        self.aio = AsyncAgentOrchestrator(
+            config, backend=backend, agents=agents, cache=cache, price_table=price_table
+        )
+
+    @property
+    def config(self) -> Config:
+        return self.aio.config
+
+    @property
+    def agents(self) -> AgentRegistry:
+        return self.aio.agents
+
+    @property
+    def backend(self) -> Backend:
+        return self.aio.backend
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        return self.aio.cache
+
+    @property
+    def tracker(self) -> PerformanceTracker:
+        return self.aio.tracker
+
+    @property
+    def closed(self) -> bool:
+        return self.aio.closed
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.aio.closed:
+            coro.close()
+            from ..errors import AgentnbError
+
+            raise AgentnbError("this orchestrator is closed")
+        return self.aio.home.run_sync(coro)
+
+    #: `AsyncAgentOrchestrator.prepare`: check a call, run nothing.
+    prepare = _delegated(AsyncAgentOrchestrator.prepare)
+
+    def execute_agent(
+        self,
+        agent_name: str,
+        task: str,
+        options: CallOptions | None = None,
+        **overrides: Unpack[OptionArgs],
+    ) -> AgentResult:
+        """Blocking `AsyncAgentOrchestrator.execute_agent`."""
+        aio = self.aio
+        p = aio.preparer.prepare(agent_name, task, options_of(options, overrides, "execute_agent"))
+        hit = aio.cached_result(p)  # a memory hit is answered here: no hop to the home loop
+        if hit is not None:
+            return hit
+        return self._run(aio.call(p))
+
+    #: Blocking `AsyncAgentOrchestrator.execute_multiple` (same arguments).
+    execute_multiple = _blocking(AsyncAgentOrchestrator.execute_multiple)
+    #: `AsyncAgentOrchestrator.execute_multiple` itself, for callers already on an event loop.
+    execute_multiple_async = _delegated(AsyncAgentOrchestrator.execute_multiple)
+    #: An `AgentStream`: `for chunk in orch.stream_agent(...)` blocks per chunk.
+    stream_agent = _delegated(AsyncAgentOrchestrator.stream_agent)
+    #: Blocking `AsyncAgentOrchestrator.run_workflow` (same arguments).
+    run_workflow = _blocking(AsyncAgentOrchestrator.run_workflow)
+    #: Blocking `AsyncAgentOrchestrator.reconfigure`: apply a config in place.
+    reconfigure = _blocking(AsyncAgentOrchestrator.reconfigure)
+
+    def metrics(self) -> pd.DataFrame:
+        """Every call so far, one row each."""
+        return self.aio.metrics()
+
+    def close(self) -> None:
+        """Close the backend's connections and the cache."""
+        if not self.aio.closed:
+            self.aio.home.run_sync(self.aio.aclose())
+
+    def __enter__(self) -> AgentOrchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("AsyncAgentOrchestrator", "AgentOrchestrator")
+
+
+_default_lock = threading.Lock()
+_default: AgentOrchestrator | None = None
+
+
+def current_default() -> AgentOrchestrator | None:
+    """The session's shared orchestrator if one was made (and not closed), without making one."""
+    current = _default
+    return None if current is None or current.closed else current
+
+
+def default_orchestrator(config: Config | None = None, *, reset: bool = False) -> AgentOrchestrator:
+    """The session's shared orchestrator (the magics and `compare_speedup` use it).
+
+    Made from `Config.load()` on first use (and again after it was closed); `reset=True` (or a
+    new `config`) closes the old one and makes another.
+    """
+    global _default
+    with _default_lock:
+        if _default is not None and (reset or config is not None):
+            _default.close()
+            _default = None
+        if _default is None or _default.closed:
+            _default = AgentOrchestrator(config)
+        return _default

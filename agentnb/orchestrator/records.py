@@ -1,0 +1,119 @@
+"""The record stage: a call's `AgentResult` and its row in the tracker, success or not.
+
+`CallState` is what one call measured while it ran (start, time queued for admission, attempts);
+`Recorder` turns it, with the response, into the result the caller gets and the metrics row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from ..backends import BackendResponse
+from ..errors import AgentCallError
+from ..metrics import PerformanceTracker, PriceTable
+from ..result import AgentResult
+from .prepare import PreparedCall
+
+__all__ = ["CallState", "Recorder"]
+
+
+class CallState:
+    """What one call measured while it ran, shared by its stages and its record."""
+
+    __slots__ = ("attempts", "queue_s", "started", "t0")
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.t0 = time.perf_counter()
+        self.queue_s = 0.0
+        self.attempts = 0
+
+
+class Recorder:
+    """Makes results and tracker rows; `backend_kind()` names the backend of a failed call."""
+
+    def __init__(
+        self,
+        tracker: PerformanceTracker,
+        prices: PriceTable,
+        backend_kind: Callable[[], str],
+    ) -> None:
+        self.tracker = tracker
+        self.prices = prices
+        self.backend_kind = backend_kind
+
+    def succeeded(
+        self, p: PreparedCall, response: BackendResponse, state: CallState, hit: bool
+    ) -> AgentResult:
+        """The result of a call that got its answer (from the backend or the cache), recorded."""
+        latency_ms = (time.perf_counter() - state.t0) * 1000
+        usage = response.usage
+        full_cost = self.prices.cost(response.model, usage)
+        cost = 0.0 if hit else full_cost
+        attempts = 0 if hit else state.attempts
+        backend = response.backend or self.backend_kind()
+        tags = p.tags
+        self.tracker.add(
+            tags.run_id,
+            tags.workflow,
+            tags.step,
+            p.spec.name,
+            response.model,
+            backend,
+            state.started,
+            latency_ms,
+            state.queue_s * 1000,
+            attempts,
+            hit,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            cost,
+            True,
+            None,
+            full_cost if hit and not math.isnan(full_cost) else 0.0,
+        )
+        return AgentResult.make(
+            p.spec.name,
+            response.model,
+            response.text,
+            usage,
+            cost,
+            latency_ms,
+            attempts,
+            response.stop_reason,
+            hit,
+            backend,
+            response.request_id,
+            datetime.fromtimestamp(state.started, UTC),
+        )
+
+    def failed(self, p: PreparedCall, state: CallState, exc: BaseException) -> None:
+        """Record a call that ended without an answer (its cost unknown if it was sent)."""
+        cause = exc.last_error if isinstance(exc, AgentCallError) else exc
+        tags = p.tags
+        self.tracker.add(
+            tags.run_id,
+            tags.workflow,
+            tags.step,
+            p.spec.name,
+            p.request.model,
+            self.backend_kind(),
+            state.started,
+            (time.perf_counter() - state.t0) * 1000,
+            state.queue_s * 1000,
+            state.attempts,
+            False,
+            0,
+            0,
+            0,
+            0,
+            math.nan if state.attempts else 0.0,
+            False,
+            type(cause).__name__,
+            0.0,
+        )
