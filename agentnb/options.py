@@ -13,7 +13,7 @@ the agent's file > `Config`). Options that change the answer (`Option.in_key`) a
 cache key; the others (timeout, attempts, cache policy) are not.
 
 Example:
-    >>> opts = CallOptions.build({"max_tokens": 256})
+    >>> opts = CallOptions.build({"max_tokens": 256, "system": "Answer in French."})
     >>> opts.max_tokens, opts.temperature
     (256, None)
     >>> CallOptions.build({"max_tokens": 0}, source="execute_agent")  # doctest: +ELLIPSIS
@@ -196,6 +196,13 @@ class CallOptions:
         arg_type=float,
         in_key=True,
     )
+    system: str | None = _opt(
+        help="extra system text, appended to the agent's system prompt",
+        check=_text,
+        flags=("--system",),
+        metavar="TEXT",
+        in_key=True,
+    )
     stop_sequences: tuple[str, ...] | None = _opt(
         help="stop the answer where this text appears (repeatable)",
         check=_stops,
@@ -288,6 +295,7 @@ class OptionArgs(TypedDict, total=False):
     model: str | None
     max_tokens: int | None
     temperature: float | None
+    system: str | None
     stop_sequences: tuple[str, ...] | list[str] | str | None
     use_cache: bool | None
     timeout_s: float | None

@@ -261,7 +261,7 @@ def test_agent_options_reach_the_orchestrator(
     monkeypatch.setattr(AgentOrchestrator, "execute_agent", spy)
     run(
         ip,
-        "%agent -m haiku -t 0.3 --max-tokens 16 --no-cache --stop END "
+        "%agent -m haiku -t 0.3 --max-tokens 16 --no-cache --system 'Be brief.' --stop END "
         "--stop STOP --timeout 30 --max-attempts 2 writer Say hi",
     )
     assert seen[-1] == {
@@ -270,6 +270,7 @@ def test_agent_options_reach_the_orchestrator(
         "model": "haiku",
         "temperature": 0.3,
         "max_tokens": 16,
+        "system": "Be brief.",
         "stop_sequences": ("END", "STOP"),
         "use_cache": False,
         "timeout_s": 30.0,

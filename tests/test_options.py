@@ -36,6 +36,8 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("model", 123, "non-empty model id"),
     ("model", "  ", "non-empty model id"),
     ("model", "bad\nmodel", "without control characters"),
+    ("system", 5, "text"),
+    ("system", "\ud800", "lone surrogate"),
     ("stop_sequences", [""], "non-blank strings"),
     ("stop_sequences", [1], "non-blank strings"),
     ("stop_sequences", ["x"] * 17, "at most 16"),
@@ -92,9 +94,9 @@ def test_flags_and_step_keys_are_generated_from_the_fields() -> None:
     for name, spec in option_specs().items():
         assert set(spec.flags) <= flags, name
         assert STEP_KEYS[spec.step_key or name] == name
-    args = parser.parse_args(["--stop", "A", "--stop", "B", "--no-cache"])
+    args = parser.parse_args(["--system", "Be brief.", "--stop", "A", "--stop", "B", "--no-cache"])
     opts = from_namespace(args, source="cli")
-    assert (opts.stop_sequences, opts.use_cache) == (("A", "B"), False)
+    assert (opts.system, opts.stop_sequences, opts.use_cache) == ("Be brief.", ("A", "B"), False)
     with pytest.raises(OptionError, match=r"^cli --max-tokens: must be a whole number"):
         from_namespace(parser.parse_args(["--max-tokens", "0"]), source="cli")
 
@@ -132,18 +134,18 @@ def test_empty_and_unencodable_tasks_are_refused(orch: Any, task: str) -> None:
 def test_workflow_steps_take_every_option_with_its_line() -> None:
     wf = Workflow.from_yaml(
         "name: w\n"
-        "defaults: {model: haiku, max_tokens: 64}\n"
+        "defaults: {system: Answer in French., max_tokens: 64}\n"
         "steps:\n"
         "  - {id: a, agent: writer, task: t, stop_sequences: [END], max_tokens: 32}\n"
-        "  - {id: b, agent: writer, task: u, cache: false, model: opus}\n"
+        "  - {id: b, agent: writer, task: u, cache: false, system: Be brief.}\n"
     )
     a, b = wf.steps
-    assert (a.options.model, a.options.max_tokens, a.stop_sequences) == (
-        "haiku",
+    assert (a.options.system, a.options.max_tokens, a.stop_sequences) == (
+        "Answer in French.",
         32,
         ("END",),
     )
-    assert (b.options.model, b.options.use_cache, b.cache) == ("opus", False, False)
+    assert (b.options.system, b.options.use_cache, b.cache) == ("Be brief.", False, False)
     with pytest.raises(WorkflowValidationError) as info:
         Workflow.from_yaml(
             "name: w\nsteps:\n  - {id: a, agent: writer, task: t}\n  - id: b\n"
@@ -177,6 +179,7 @@ def test_cache_key_covers_answer_options_only(orch: Any) -> None:
         "model": "haiku",
         "max_tokens": 10,
         "temperature": 0.2,
+        "system": "Be brief.",
         "stop_sequences": ["END"],
     }
     keys = {

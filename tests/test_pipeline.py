@@ -1,10 +1,13 @@
 """The call pipeline's seams: prepare once, one single-flight for streams and calls, no hop for a
-blocking cache hit, a bounded number of live calls."""
+blocking cache hit, a bounded number of live calls, the `system` option on every surface."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import redirect_stderr
@@ -60,6 +63,90 @@ def memory_orch() -> Iterator[tuple[AgentOrchestrator, RecordingSimulator]]:
     orch, sim = make("memory", latency_s=0.05)
     yield orch, sim
     orch.close()
+
+
+# -- the system option, on every surface --------------------------------------------------------
+def test_system_option_reaches_the_request_and_the_key() -> None:
+    orch, sim = make()
+    with orch:
+        prompt = orch.agents.get("writer").system_prompt
+        orch.execute_agent("writer", "A haiku", system="Answer in French.")
+        assert sim.requests[-1].system == f"{prompt}\n\nAnswer in French."
+        list(orch.stream_agent("writer", "A haiku", system="Be brief."))
+        assert sim.requests[-1].system.endswith("\n\nBe brief.")
+        orch.execute_multiple([("writer", "x")], system="In one line.")
+        assert sim.requests[-1].system.endswith("\n\nIn one line.")
+        assert orch.prepare("writer", "t", system="a").key != orch.prepare("writer", "t").key
+
+
+def test_system_option_in_a_workflow_step_and_its_defaults() -> None:
+    orch, sim = make()
+    wf = Workflow.from_yaml(
+        "name: w\ndefaults: {system: Use British spelling.}\nsteps:\n"
+        "  - {id: a, agent: writer, task: one}\n"
+        "  - {id: b, agent: writer, task: two, system: Use American spelling.}\n"
+    )
+    with orch:
+        run = orch.run_workflow(wf)
+    assert run.status == "succeeded"
+    systems = {r.task: r.system for r in sim.requests}
+    assert systems["one"].endswith("\n\nUse British spelling.")
+    assert systems["two"].endswith("\n\nUse American spelling.")
+
+
+def test_system_option_in_the_magic(tmp_path: Path) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from agentnb.orchestrator import facade
+
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "agentnb")
+        ip.run_line_magic("config", "AgentNB.backend = 'simulated'")
+        ip.run_line_magic("config", "AgentNB.sim_latency_s = 0.0")
+        ip.run_line_magic("config", f"AgentNB.cache_dir = {str(tmp_path)!r}")
+        plain = ip.run_line_magic("agent", "--no-stream writer Same task")
+        french = ip.run_line_magic(
+            "agent", '--no-stream --system "Answer in French." writer Same task'
+        )
+        again = ip.run_line_magic(
+            "agent", '--no-stream --system "Answer in French." writer Same task'
+        )
+        assert plain.text != french.text  # another request: another answer, not the cached one
+        assert again.cached and again.text == french.text
+    finally:
+        ip.run_line_magic("unload_ext", "agentnb")
+        if facade._default is not None:
+            facade._default.close()
+        InteractiveShell.clear_instance()
+
+
+def test_system_option_in_the_cli(tmp_path: Path) -> None:
+    def answer(*extra: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agentnb",
+                "--simulate",
+                "agent",
+                "--json",
+                *extra,
+                "writer",
+                "Hi",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "", "XDG_CACHE_HOME": str(tmp_path), "AGENTNB_SIM_LATENCY_S": "0"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    plain, french = answer(), answer("--system", "Answer in French.")
+    assert plain["text"] != french["text"] and not french["cached"]
+    assert answer("--system", "Answer in French.")["cached"]
 
 
 # -- prepare once, validate once ----------------------------------------------------------------

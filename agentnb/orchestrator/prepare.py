@@ -2,8 +2,8 @@
 
 Done once per call (and once per workflow step), before anything runs, so a bad agent name, task
 or option is an error with nothing started. Options resolve in layers: the call's (a workflow
-step's already merged with its `defaults:`) > the agent file's > `Config`. The cache key is
-computed on first use and kept.
+step's already merged with its `defaults:`) > the agent file's > `Config`. The call's `system`
+text is appended to the agent's system prompt. The cache key is computed on first use and kept.
 
 Example:
     >>> from agentnb.agents import AgentRegistry
@@ -127,10 +127,13 @@ class Preparer:
         cfg = self.config
         o = options
         temperature = o.temperature if o.temperature is not None else spec.temperature
+        system = spec.system_prompt
+        if o.system:
+            system = f"{system}\n\n{o.system}" if system else o.system
         request = BackendRequest(
             model=cfg.resolve_model(o.model or spec.model),
             task=task,
-            system=spec.system_prompt,
+            system=system,
             agent=spec.name,
             max_tokens=o.max_tokens or spec.max_tokens or cfg.max_tokens,
             temperature=temperature if temperature is not None else cfg.temperature,
