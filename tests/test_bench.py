@@ -27,19 +27,46 @@ from agentnb.__main__ import main
 from agentnb.backends import AnthropicBackend, simulator_transport
 from agentnb.backends.simulated import CallRecord as SimCall
 from agentnb.bench import _peak_overlap
-from agentnb.bench_suite import bench_scale, goals_table, to_markdown
+from agentnb.bench_suite import Goal, Section, bench_scale, goals_table, profile_top, to_markdown
 from agentnb.errors import AgentnbError
+from agentnb.loop import run_sync
 
 SECTIONS = {
-    "fanout": "Fan-out speedup",
-    "overhead": "Orchestrator overhead per call",
+    "fanout": "Fan-out efficiency",
+    "overhead": "agentnb's overhead per call",
     "cache": "Cache latencies",
     "workflow": "Workflow scheduler",
-    "scale": "Scale run",
+    "scale": "Flat cost at scale",
     "sdk_baseline": "agentnb vs the bare Anthropic SDK",
     "cached_rerun": "Fully cached re-run vs first run",
     "speedup": "compare_speedup: sequential vs concurrent vs cached",
 }
+
+#: The goals every run judges (section, the start of `what`), whatever the sizes of its mode.
+REQUIRED_GOALS = [
+    ("fanout", "efficiency at 100 calls"),
+    ("fanout", "efficiency at 1,000 calls"),
+    ("overhead", "per call, one after another"),
+    ("overhead", "per call, one concurrent batch"),
+    ("cache", "memory hit incl. the key of a 2 KB task"),
+    ("cache", "execute_agent hit, blocking, from the main thread"),
+    ("scale", "CPU/call at "),
+    ("scale", "peak RSS at "),
+    ("sdk_baseline", "wall vs bare SDK at "),
+    ("sdk_baseline", "wall vs bare SDK at "),
+]
+GOALS_HEADER = "| section | what | measured | bare (same run) | goal | met | stretch met |"
+
+
+def check_required_goals(goals: list[dict[str, Any]]) -> None:
+    """Each required goal is there, with a figure, a goal, and a yes/no `met`."""
+    left = list(goals)
+    for section, what in REQUIRED_GOALS:
+        found = next(g for g in left if g["section"] == section and g["what"].startswith(what))
+        left.remove(found)
+        assert found["measured"] and found["goal"] and isinstance(found["met"], bool), found
+        if section in {"fanout", "overhead", "scale", "sdk_baseline"}:
+            assert found["bare (same run)"], found  # the bare reference of the same run
 
 
 @pytest.fixture(autouse=True)
@@ -219,28 +246,71 @@ def test_report_plot_draws_the_table() -> None:
 
 def test_markdown_and_goals_table() -> None:
     rows: list[dict[str, Any]] = [
-        {"figure": "x", "value": 1, "goal": "<= 2", "met": True},
-        {"figure": "y", "value": 3, "goal": "<= 2", "met": False},
+        {
+            "figure": "x",
+            "value": 1,
+            "goal": "<= 2",
+            "met": True,
+            "_goals": [Goal("<= 2", True, "1")],
+        },
+        {
+            "figure": "y",
+            "value": 3,
+            "goal": "<= 2",
+            "met": False,
+            "_goals": [Goal("<= 2", False, "3", bare="2", what="why", stretch=False)],
+        },
         {"figure": "z", "value": None, "goal": "", "met": None},
     ]
     text = to_markdown(rows)
-    assert text.splitlines()[0] == "| figure | value | goal | met |"
+    assert text.splitlines()[0] == "| figure | value | goal | met |"  # no private columns
     assert "| x | 1 | <= 2 | yes |" in text and "| y | 3 | <= 2 | **NO** |" in text
     assert "| z |  |  |  |" in text
-    from agentnb.bench_suite import Section
-
     goals = goals_table([Section("s", "S", "", rows)])
-    assert [(g["what"], g["met"]) for g in goals] == [("figure=x", True), ("figure=y", False)]
+    assert [(g["what"], g["measured"], g["bare (same run)"], g["met"]) for g in goals] == [
+        ("figure=x", "1", "", True),
+        ("why", "3", "2", False),
+    ]
+    table = to_markdown(goals)
+    assert table.splitlines()[0] == GOALS_HEADER
+    assert "| s | why | 3 | 2 | <= 2 | **NO** | no |" in table
+
+
+def test_profile_top_sees_the_home_loop_thread_and_the_collector() -> None:
+    async def on_home() -> int:
+        return sum(len(str(i)) for i in range(50_000))
+
+    def work() -> None:
+        run_sync(on_home())
+
+    rows = profile_top(work, limit=5)
+    assert len(rows) == 5 + 2
+    assert any("on_home" in r["function"] or "genexpr" in r["function"] for r in rows[:5])
+    assert rows[-2]["function"].startswith("(garbage collector:")
+    assert rows[-1]["function"] == "(all functions, both threads)"
+    assert rows[-1]["own_ms"] >= max(r["own_ms"] for r in rows[:5])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
 def test_scale_child_reports_its_own_peak_rss() -> None:
     ballast = bytearray(300 * 1024 * 1024)  # the parent is large; the child must not inherit it
     ballast[::4096] = b"\x01" * len(ballast[::4096])
-    (row,) = bench_scale(50, max_concurrency=10, latency_s=0.001)
+    rows = bench_scale(50, small=20, max_concurrency=10, latency_s=0.001)
     del ballast
-    assert 0 < row["rss_before_mb"] <= row["peak_rss_mb"] < 250
-    assert row["peak_in_flight"] == 10 and row["calls"] == 50
+    assert [(r["run"], r["calls"]) for r in rows] == [
+        ("agentnb", 20),
+        ("bare", 20),
+        ("agentnb", 50),
+        ("bare", 50),
+    ]
+    for row in rows:
+        assert 0 < row["rss_before_mb"] <= row["peak_rss_mb"] < 250
+        assert row["peak_in_flight"] == 10 and row["ok"] == row["calls"]
+        assert row["cpu_s"] > 0 and row["wall_s"] > 0
+    assert [g.what for g in rows[2]["_goals"]] == [
+        "CPU/call at 50 vs 20 calls",
+        "peak RSS at 50 calls vs bare",
+    ]
 
 
 def test_bench_smoke_prints_every_table_and_writes_outputs(
@@ -249,18 +319,41 @@ def test_bench_smoke_prints_every_table_and_writes_outputs(
     status = main(["bench", "--smoke", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0
+    header = out.split("\n### ")[0]
+    assert header.startswith("## agentnb bench (smoke)")
+    assert re.search(r"home loop: (uvloop|asyncio)", header) and "Python 3." in header
+    assert re.search(r"load average \(1 / 5 / 15 min\): .+ at the start, .+ at the end", header)
     headings = [line for line in out.splitlines() if line.startswith("### ")]
     assert len(headings) == len(SECTIONS) + 1
     for title, heading in zip(SECTIONS.values(), headings, strict=False):
         assert heading.startswith(f"### {title}")
     assert headings[-1].startswith("### Goals:")
     data = json.loads((tmp_path / "results.json").read_text())
+    env = data["environment"]
+    assert env["mode"] == "smoke" and env["home_loop"] in {"uvloop", "asyncio"}
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert len(env["load_average_start"]) == len(env["load_average_end"]) == 3
     assert [s["key"] for s in data["sections"]] == list(SECTIONS)
     for section in data["sections"]:
         assert section["rows"], section["key"]
         assert all(isinstance(r["met"], bool) or r["met"] is None for r in section["rows"])
+        assert not any(k.startswith("_") for r in section["rows"] for k in r)
         assert f"| {next(iter(section['rows'][0]))} |" in out  # its table was printed
-    assert data["goals"] and all(isinstance(g["met"], bool) for g in data["goals"])
+    goals = data["goals"]
+    assert goals and all(isinstance(g["met"], bool) for g in goals)
+    check_required_goals(goals)
+    # Every missed goal among the required ones is profiled, and only missed goals are.
+    profiled = {(p["section"], p["what"]) for p in data["profiles"]}
+    missed = {(g["section"], g["what"]) for g in goals if g["met"] is False}
+    assert profiled <= missed
+    for g in goals:
+        if g["met"] is False and any(
+            g["section"] == s and g["what"].startswith(w) for s, w in REQUIRED_GOALS
+        ):
+            assert (g["section"], g["what"]) in profiled, g
+    for p in data["profiles"]:
+        assert p["rows"][-1]["function"] == "(all functions, both threads)"
+        assert f"#### Profile of the missed goal: {p['section']}, {p['what']}" in out
     for png in ("speedup.png", "skewed_timeline.png", "skewed_latency.png", "skewed_cost.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -268,21 +361,21 @@ def test_bench_smoke_prints_every_table_and_writes_outputs(
 #: The header of each section's table in `bench --quick`, then of the goals table: pinned, since
 #: scripts read these tables.
 QUICK_HEADERS = {
-    "fanout": "| calls | latency_ms | concurrent_s | sequential_s | speedup | ideal_speedup | "
-    "efficiency | bare_sim_efficiency | peak_in_flight | goal | met |",
-    "overhead": "| mode | calls | bare_backend_us | orchestrator_us | overhead_us | goal | met |",
+    "fanout": "| calls | latency_ms | repeats | concurrent_s | bare_gather_s | sequential_s | "
+    "speedup | ideal_speedup | efficiency | bare_efficiency | vs_bare | peak_in_flight | goal | "
+    "met |",
+    "overhead": "| mode | calls | repeats | bare_us | agentnb_us | overhead_us | goal | met |",
     "cache": "| store | op | entries | samples | p50_us | p99_us | note | goal | met |",
     "workflow": "| figure | value | unit | goal | met |",
-    "scale": "| calls | concurrency | latency_ms | wall_s | ideal_s | wall_over_ideal | "
-    "bare_sim_over_ideal | calls_per_s | peak_in_flight | rss_before_mb | peak_rss_mb | goal | "
-    "met |",
-    "sdk_baseline": "| client | calls | latency_ms | wall_s_median | wall_s_min | vs_bare | goal | "
-    "met |",
+    "scale": "| run | calls | concurrency | latency_ms | ok | wall_s | wall_over_ideal | cpu_s | "
+    "cpu_us_per_call | cpu_vs_small | rss_before_mb | peak_rss_mb | peak_in_flight | goal | met |",
+    "sdk_baseline": "| client | calls | latency_ms | repeats | wall_s_median | wall_s_min | "
+    "vs_bare | goal | met |",
     "cached_rerun": "| calls | latency_ms | first_run_s | rerun_ms_median | rerun_hit_rate | "
     "speedup | backend_calls_in_reruns | goal | met |",
     "speedup": "| mode | wall_s_mean | wall_s_min | wall_s_max | speedup | calls | repeats | "
     "hit_rate | backend_calls | peak_in_flight | ideal_speedup | goal | met |",
-    "goals": "| section | what | goal | met |",
+    "goals": GOALS_HEADER,
 }
 
 
@@ -295,6 +388,7 @@ def test_bench_quick_runs_and_prints_every_table(capsys: pytest.CaptureFixture[s
     status = main(["bench", "--quick"])
     out = capsys.readouterr().out
     assert status == 0
+    assert out.startswith("## agentnb bench (quick)")
     blocks = out.split("\n### ")[1:]
     titles = [*SECTIONS.values(), "Goals:"]
     assert len(blocks) == len(titles)
@@ -303,8 +397,12 @@ def test_bench_quick_runs_and_prints_every_table(capsys: pytest.CaptureFixture[s
         assert lines[0].startswith(title)
         at = lines.index(header)  # raises if the table or its header is missing
         assert set(lines[at + 1].strip("|").split("|")) == {"---"}
-        rows = [line for line in lines[at + 2 :] if line.startswith("| ")]
+        end = next((i for i in range(at + 2, len(lines)) if not lines[i].startswith("| ")), None)
+        rows = [line for line in lines[at + 2 : end] if line.startswith("| ")]
         assert rows and all(r.count(" | ") == header.count(" | ") for r in rows), title
     goals = blocks[-1]
     assert re.match(r"Goals: (\d+) of (\d+) met", goals)
-    assert "| fanout | calls=1000 |" in goals and "| scale | calls=10000 |" in goals
+    assert "| fanout | efficiency at 1,000 calls |" in goals
+    assert "| scale | CPU/call at 10,000 vs 1,000 calls |" in goals
+    assert "| scale | peak RSS at 10,000 calls vs bare |" in goals
+    assert goals.count("| sdk_baseline | wall vs bare SDK at ") == 2

@@ -41,7 +41,7 @@ from ..cache.schema import DB_NAME, UPSERT
 from ..cache.sqlite import SQLiteTier
 from ..config import Config
 
-__all__ = ["bench_cache", "latency_row"]
+__all__ = ["bench_cache", "latency_row", "memory_hits"]
 
 _SECRET = b"agentnb-bench-secret-0123456789ab"
 
@@ -92,47 +92,16 @@ def bench_cache(
     `directory` holds the databases (a fresh temporary one by default, removed afterwards).
     `diskcache` rows are added when it is importable and `include_diskcache` is true.
     """
-    rng = random.Random(seed)
-    alphabet = "abcdefghijklmnopqrstuvwxyz     "
-    text = "".join(rng.choice(alphabet) for _ in range(payload_bytes))
-    task = "".join(rng.choice(alphabet) for _ in range(task_bytes))
-
-    def payload(i: int) -> dict[str, Any]:
-        return {
-            "text": text,
-            "model": "claude-sonnet-5-5",
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": 100 + i, "output_tokens": 500, "cache_read_tokens": 0},
-        }
-
-    def key_of(i: int) -> str:
-        return make_key(
-            backend="simulated",
-            agent="writer",
-            prompt_hash="0" * 64,
-            model="claude-sonnet-5-5",
-            system="You write.",
-            messages=[{"role": "user", "content": f"{i} {task}"}],
-            max_tokens=1024,
-            temperature=None,
-        )
-
-    keys = [key_of(i) for i in range(n_entries + samples)]
-    values = [json.dumps(payload(i), separators=(",", ":")).encode() for i in range(len(keys))]
-    present = [rng.randrange(n_entries) for _ in range(samples)]
+    data = _Dataset(n_entries, samples, payload_bytes, task_bytes, seed)
+    keys, values, present = data.keys, data.values, data.present
     rows: list[dict[str, Any]] = []
 
     # -- memory tier --------------------------------------------------------------------------
-    memory = MemoryTier(max_entries=n_entries + samples, max_bytes=1 << 40)
-    for i in range(n_entries):
-        memory.set(keys[i], payload(i), agent="writer", size=len(values[i]), expires_at=None)
-
-    def memory_hit(s: int) -> None:
-        memory.get(key_of(present[s]))
-
+    memory_hit = data.memory_hit()
     rows.append(
         latency_row("memory", "hit", n_entries, _time(memory_hit, samples), "make_key + get")
     )
+    del memory_hit  # frees the tier
     in_memory = Config(
         cache_backend="memory", cache_memory_entries=n_entries, cache_memory_bytes=1 << 40
     )
@@ -198,6 +167,74 @@ def bench_cache(
             rows.append(latency_row("diskcache", "get", n_entries, dc_get, "get + json.loads"))
             rows.append(latency_row("diskcache", "set", n_entries, dc_set, "default settings"))
     return rows
+
+
+class _Dataset:
+    """`n_entries` + `samples` keys of requests with a `task_bytes` task and payloads of about
+    `payload_bytes` of JSON; `present[s]` is the entry the `s`-th lookup asks for."""
+
+    def __init__(
+        self, n_entries: int, samples: int, payload_bytes: int, task_bytes: int, seed: int
+    ) -> None:
+        rng = random.Random(seed)
+        alphabet = "abcdefghijklmnopqrstuvwxyz     "
+        self.n_entries = n_entries
+        self.text = "".join(rng.choice(alphabet) for _ in range(payload_bytes))
+        self.task = "".join(rng.choice(alphabet) for _ in range(task_bytes))
+        self.keys = [self.key_of(i) for i in range(n_entries + samples)]
+        self.values = [
+            json.dumps(self.payload(i), separators=(",", ":")).encode()
+            for i in range(len(self.keys))
+        ]
+        self.present = [rng.randrange(n_entries) for _ in range(samples)]
+
+    def payload(self, i: int) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "model": "claude-sonnet-5-5",
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 100 + i, "output_tokens": 500, "cache_read_tokens": 0},
+        }
+
+    def key_of(self, i: int) -> str:
+        """The key of entry `i`, built anew on every call (as each lookup does)."""
+        return make_key(
+            backend="simulated",
+            agent="writer",
+            prompt_hash="0" * 64,
+            model="claude-sonnet-5-5",
+            system="You write.",
+            messages=[{"role": "user", "content": f"{i} {self.task}"}],
+            max_tokens=1024,
+            temperature=None,
+        )
+
+    def memory_hit(self) -> Callable[[int], None]:
+        """A memory tier holding the entries, and its `s`-th lookup: `make_key` + `get`."""
+        memory = MemoryTier(max_entries=len(self.keys), max_bytes=1 << 40)
+        for i in range(self.n_entries):
+            size = len(self.values[i])
+            memory.set(self.keys[i], self.payload(i), agent="writer", size=size, expires_at=None)
+        key_of, present = self.key_of, self.present
+
+        def hit(s: int) -> None:
+            memory.get(key_of(present[s]))
+
+        return hit
+
+
+def memory_hits(
+    n_entries: int, samples: int, *, payload_bytes: int = 2048, task_bytes: int = 2048
+) -> Callable[[], None]:
+    """A run of `samples` memory-tier hits (the key built per lookup) on a fresh tier of
+    `n_entries` entries: the code behind the `memory hit` figure, for a profiler."""
+    hit = _Dataset(n_entries, samples, payload_bytes, task_bytes, 0).memory_hit()
+
+    def run() -> None:
+        for s in range(samples):
+            hit(s)
+
+    return run
 
 
 def _async_gets(config: Config, keys: list[str], samples: int, *, fill: bool) -> list[int]:

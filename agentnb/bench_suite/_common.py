@@ -1,7 +1,9 @@
-"""What every benchmark section shares: its `Section`, and simulator orchestrators to time."""
+"""What every benchmark section shares: `Section`, `Goal`, fresh tasks, and bench orchestrators."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -16,11 +18,30 @@ from ..orchestrator import AgentCall, AsyncAgentOrchestrator
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["Draw", "Row", "Section"]
+__all__ = ["Draw", "Goal", "Profile", "Row", "Section", "fresh_tasks"]
 
 Row = dict[str, Any]
 Draw = Callable[["Axes"], "Axes"]
+#: Runs the code behind a figure once more under a profiler; returns the top functions.
+Profile = Callable[[], list[Row]]
 _SECRET = b"agentnb-bench-secret-0123456789ab"  # the bench never touches the user's key file
+
+
+@dataclass
+class Goal:
+    """One goal of one row: what it judges, the figure and its bare reference, met or not.
+
+    `profile` re-runs the measured code under a profiler (see `_profile`); the suite calls it
+    only when the goal is missed. `stretch` is whether a stretch goal was met (None: none).
+    """
+
+    goal: str
+    met: bool
+    measured: str
+    bare: str = ""
+    what: str = ""
+    stretch: bool | None = None
+    profile: Profile | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -32,12 +53,49 @@ class Section:
     note: str
     rows: list[Row]
     figures: dict[str, Draw] = field(default_factory=dict)
+    seconds: float = 0.0  # how long the section took to run
 
 
-def _goal(row: Row, goal: str, met: bool | None) -> Row:
-    row["goal"] = goal
-    row["met"] = met
+def _goal(
+    row: Row,
+    goal: str,
+    met: bool | None,
+    *,
+    measured: str = "",
+    bare: str = "",
+    what: str = "",
+    stretch: bool | None = None,
+    profile: Profile | None = None,
+) -> Row:
+    """Give `row` a goal (several calls give it several): its `goal` and `met` columns say them
+    all, and a `Goal` under the private key `_goals` (not printed) feeds the goals table.
+    `goal=""` and `met=None` mark a row without a goal."""
+    if not goal or met is None:
+        row.setdefault("goal", "")
+        row.setdefault("met", None)
+        return row
+    goals: list[Goal] = row.setdefault("_goals", [])
+    goals.append(Goal(goal, met, measured, bare, what, stretch, profile))
+    row.pop("goal", None)  # re-added last, so that goal and met stay the last columns
+    row.pop("met", None)
+    row["goal"] = "; ".join(g.goal for g in goals)
+    row["met"] = all(g.met for g in goals)
     return row
+
+
+def public(row: Row) -> Row:
+    """`row` without its private (`_`-prefixed) keys: what is printed and written."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+_task_ids = itertools.count()
+
+
+def fresh_tasks(n: int, prefix: str = "Summarise document") -> list[str]:
+    """`n` tasks never given before in this process: no answer may come from anything warm
+    (the simulator's per-task work, a cache key, a response cache)."""
+    pid = os.getpid()
+    return [f"{prefix} {pid}-{next(_task_ids)}" for _ in range(n)]
 
 
 def _config(latency_s: float, max_concurrency: int, **extra: Any) -> Config:
@@ -49,6 +107,7 @@ def _config(latency_s: float, max_concurrency: int, **extra: Any) -> Config:
         "sim_latency_s": latency_s,
         "sim_jitter": 0.0,
         "timeout_s": 600.0,
+        "progress": False,  # a TTY would otherwise draw a progress bar during timed runs
     }
     return Config().replace(**{**values, **extra})
 
@@ -97,9 +156,13 @@ def _timed(coro: Coroutine[Any, Any, Any]) -> float:
 
 def _request(aio: AsyncAgentOrchestrator, task: str, agent: str = "writer") -> BackendRequest:
     """The request the orchestrator would send for `agent` on `task`."""
-    return aio._prepare(AgentCall(agent, task)).request
+    return aio.prepare(agent, task).request
+
+
+def _calls(tasks: list[str], agent: str = "writer") -> list[AgentCall]:
+    return [AgentCall(agent, t) for t in tasks]
 
 
 async def _sequential(aio: AsyncAgentOrchestrator, calls: list[AgentCall]) -> None:
     for c in calls:
-        await aio.execute_agent(c.agent, c.task)
+        await aio.execute_agent(c.agent, c.task, c.options)

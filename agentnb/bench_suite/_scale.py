@@ -1,8 +1,13 @@
-"""Scale: 10,000 calls in a child process, so that the peak RSS is the run's own."""
+"""Flat cost at scale: many calls through agentnb and bare, each run in its own child process.
+
+A child per run, so that its peak RSS (a high-water mark) is that run's own and no run's heap
+or collector state weighs on another's CPU time.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import subprocess
@@ -12,47 +17,98 @@ from typing import Any
 
 from ..backends import BackendRequest, SimulatedBackend
 from ..loop import run_sync
-from ..orchestrator import AgentCall
-from ._common import Row, _goal, _orchestrator, _request, _timed
+from ._common import Profile, Row, _calls, _goal, _orchestrator, _request, fresh_tasks
+from ._profile import profile_top
+
+_RUNS = ("agentnb", "bare")
 
 
 def bench_scale(
-    calls: int = 10_000, *, max_concurrency: int = 200, latency_s: float = 0.05
+    calls: int = 100_000,
+    *,
+    small: int = 1_000,
+    max_concurrency: int = 1_000,
+    latency_s: float = 0.02,
 ) -> list[Row]:
-    """`calls` calls at `max_concurrency` and `latency_s`, run in a fresh Python process.
+    """`small` and `calls` calls at `max_concurrency` and `latency_s`, through agentnb
+    (`execute_multiple`, cache off) and bare (`asyncio.gather` of one coroutine per call under
+    an `asyncio.Semaphore(max_concurrency)`, over the simulator's `create`), each in a fresh
+    Python process.
 
-    Goals: wall <= 1.1 x ideal (ceil(calls / concurrency) latencies) and peak RSS < 200 MB.
-    `rss_before_mb` is the child's peak RSS after imports and a warm-up, before the run;
-    `bare_sim_over_ideal` is the same load through `asyncio.gather` + a semaphore over the bare
-    simulator (run after the RSS is read): the floor the simulator itself sets.
+    `cpu_us_per_call` is the process's CPU time (`time.process_time()`, every thread) around the
+    run over its calls; `peak_rss_mb` the child's high-water RSS, `rss_before_mb` the same
+    before the run (after imports and a warm-up of `max_concurrency` calls). Goals at `calls`:
+    agentnb's CPU per call <= 1.2 x its own at `small` calls; its peak RSS <= 1.2 x bare's.
     """
+    args = (max_concurrency, latency_s)
+    figures = {(run, n): _child(run, n, *args) for n in (small, calls) for run in _RUNS}
+    ideal = {n: math.ceil(n / max_concurrency) * latency_s for n in (small, calls)}
+    rows: dict[tuple[str, int], Row] = {}
+    for (run, n), f in figures.items():
+        cpu_us = f["cpu_s"] / n * 1e6
+        small_us = figures[run, small]["cpu_s"] / small * 1e6
+        rows[run, n] = _goal(
+            {
+                "run": run,
+                "calls": n,
+                "concurrency": max_concurrency,
+                "latency_ms": latency_s * 1000,
+                "ok": f["ok"],
+                "wall_s": round(f["wall_s"], 3),
+                "wall_over_ideal": round(f["wall_s"] / ideal[n], 3),
+                "cpu_s": round(f["cpu_s"], 3),
+                "cpu_us_per_call": round(cpu_us, 1),
+                "cpu_vs_small": round(cpu_us / small_us, 3),
+                "rss_before_mb": round(f["rss_before_mb"], 1),
+                "peak_rss_mb": round(f["peak_rss_mb"], 1),
+                "peak_in_flight": f["peak_in_flight"],
+            },
+            "",
+            None,
+        )
+    big, bare_big = rows["agentnb", calls], rows["bare", calls]
+    ok = big["ok"] == calls
+    failed = "" if ok else f", only {big['ok']:,} of {calls:,} calls succeeded"
+    profile: Profile = functools.cache(lambda: _child("agentnb", calls, *args, profile=True))
+    _goal(
+        big,
+        f"CPU/call <= 1.2 x at {small:,} calls",
+        big["cpu_vs_small"] <= 1.2 and ok,
+        measured=f"{big['cpu_vs_small']:.2f} x ({big['cpu_us_per_call']:.0f} vs "
+        f"{rows['agentnb', small]['cpu_us_per_call']:.0f} µs/call){failed}",
+        bare=f"{bare_big['cpu_vs_small']:.2f} x ({bare_big['cpu_us_per_call']:.0f} vs "
+        f"{rows['bare', small]['cpu_us_per_call']:.0f} µs/call)",
+        what=f"CPU/call at {calls:,} vs {small:,} calls",
+        profile=profile,
+    )
+    rss_ratio = big["peak_rss_mb"] / bare_big["peak_rss_mb"]
+    _goal(
+        big,
+        "peak RSS <= 1.2 x bare",
+        rss_ratio <= 1.2 and ok,
+        measured=f"{rss_ratio:.2f} x ({big['peak_rss_mb']:.0f} MB){failed}",
+        bare=f"{bare_big['peak_rss_mb']:.0f} MB",
+        what=f"peak RSS at {calls:,} calls vs bare",
+        profile=profile,
+    )
+    return list(rows.values())
+
+
+def _child(
+    run: str, calls: int, max_concurrency: int, latency_s: float, *, profile: bool = False
+) -> Any:
+    """The figures of one run in a fresh Python process (its profile rows when `profile`)."""
     code = (
-        "import json, sys; from agentnb.bench_suite._scale import _scale_child; "
-        f"print(json.dumps(_scale_child({calls}, {max_concurrency}, {latency_s!r})))"
+        "import json; from agentnb.bench_suite._scale import _scale_child; "
+        f"print(json.dumps(_scale_child({run!r}, {calls}, {max_concurrency}, {latency_s!r}, "
+        f"profile={profile})))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"the scale run failed:\n{done.stderr[-2000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    ideal = math.ceil(calls / max_concurrency) * latency_s
-    ratio = figures["wall_s"] / ideal
-    row = {
-        "calls": calls,
-        "concurrency": max_concurrency,
-        "latency_ms": latency_s * 1000,
-        "wall_s": round(figures["wall_s"], 3),
-        "ideal_s": round(ideal, 3),
-        "wall_over_ideal": round(ratio, 3),
-        "bare_sim_over_ideal": round(figures["bare_sim_wall_s"] / ideal, 3),
-        "calls_per_s": round(calls / figures["wall_s"]),
-        "peak_in_flight": figures["peak_in_flight"],
-        "rss_before_mb": round(figures["rss_before_mb"], 1),
-        "peak_rss_mb": round(figures["peak_rss_mb"], 1),
-    }
-    met = ratio <= 1.1 and figures["peak_rss_mb"] < 200 and figures["ok"] == calls
-    return [_goal(row, "wall <= 1.1 x ideal; peak RSS < 200 MB", met)]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _peak_rss_mb() -> float:
@@ -74,38 +130,47 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 
 
-def _scale_child(calls: int, max_concurrency: int, latency_s: float) -> dict[str, Any]:
-    """Run in the child process of `bench_scale`; returns its figures."""
+def _scale_child(
+    run: str, calls: int, max_concurrency: int, latency_s: float, *, profile: bool = False
+) -> Any:
+    """Run in the child process of `bench_scale`: one run's figures (or its profile rows)."""
     aio = _orchestrator(latency_s, max_concurrency)
-    batch = [AgentCall("writer", f"Summarise document {i}") for i in range(calls)]
-    run_sync(aio.execute_multiple(batch[:max_concurrency]))  # warm-up
+    sim = SimulatedBackend.from_config(aio.config)
+
+    async def bare(requests: list[BackendRequest]) -> list[Any]:
+        # What a user writes: one coroutine per call, a semaphore to bound the concurrency.
+        limit = asyncio.Semaphore(max_concurrency)
+
+        async def one(r: BackendRequest) -> Any:
+            async with limit:
+                return await sim.create(r)
+
+        return await asyncio.gather(*(one(r) for r in requests))
+
+    def inputs(n: int) -> Any:
+        if run == "agentnb":
+            return _calls(fresh_tasks(n))
+        return [_request(aio, t) for t in fresh_tasks(n)]
+
+    def go(batch: Any) -> list[Any]:
+        if run == "agentnb":
+            return run_sync(aio.execute_multiple(batch))
+        return run_sync(bare(batch))
+
+    go(inputs(max_concurrency))  # warm-up
     aio.tracker.reset()
+    batch = inputs(calls)
+    if profile:
+        return profile_top(lambda: go(batch))
     before = _peak_rss_mb()
-    t0 = time.perf_counter()
-    results = run_sync(aio.execute_multiple(batch))
-    wall = time.perf_counter() - t0
-    figures = {
+    c0, t0 = time.process_time(), time.perf_counter()
+    results = go(batch)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
         "wall_s": wall,
+        "cpu_s": cpu,
         "ok": sum(1 for r in results if not isinstance(r, BaseException)),
-        "peak_in_flight": getattr(aio.backend, "peak_in_flight", None),
+        "peak_in_flight": getattr(aio.backend if run == "agentnb" else sim, "peak_in_flight", None),
         "rss_before_mb": before,
         "peak_rss_mb": _peak_rss_mb(),
     }
-    del results
-    # The simulator's own floor, after the RSS is read: the same number of calls (other tasks)
-    # through asyncio.gather + a semaphore over a fresh simulator's `create`.
-    sim = SimulatedBackend.from_config(aio.config)
-    requests = [_request(aio, f"Summarise document {-i - 1}") for i in range(calls)]
-
-    async def bare() -> None:
-        limit = asyncio.Semaphore(max_concurrency)
-
-        async def one(r: BackendRequest) -> None:
-            async with limit:
-                await sim.create(r)
-
-        await asyncio.gather(*(one(r) for r in requests))
-
-    figures["bare_sim_wall_s"] = _timed(bare())
-    run_sync(aio.aclose())
-    return figures

@@ -1,52 +1,95 @@
-"""The whole suite: `run_suite`, its goals table, Markdown, and the files `--out` writes."""
+"""The whole suite: `run_suite`, its goals table, the profiles of missed goals, and the output
+(`render` for the terminal, `write_outputs` for `--out`)."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import platform
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..loop import get_home_loop
 from ._caching import bench_cache_tiers, bench_cached_rerun
-from ._common import Row, Section
+from ._common import Goal, Row, Section, public
 from ._concurrency import bench_fanout, bench_overhead, bench_speedup
 from ._scale import bench_scale
 from ._sdk import bench_sdk_baseline
 from ._workflow import bench_workflow
 
 
+@dataclass
+class SuiteRun:
+    """One run of the suite: its sections, where it ran, and the profiles of its missed goals."""
+
+    mode: str
+    sections: list[Section]
+    environment: dict[str, Any]
+    profiles: list[Row] = field(default_factory=list)
+
+
+def _load() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not every platform has one
+        return []
+
+
 def run_suite(
     *, quick: bool = False, smoke: bool = False, progress: Callable[[str], None] | None = None
-) -> list[Section]:
-    """Run every section. `quick` keeps the whole suite under a minute; `smoke` makes every
-    size and latency tiny (a few seconds in all; only for the tests: its figures mean nothing).
-    `progress` is told each section's title before it runs."""
+) -> SuiteRun:
+    """Run every section, then profile the code behind each missed goal.
+
+    `quick` keeps every section within about 5 s; `smoke` makes every size and latency tiny (a
+    few seconds in all; only for the tests: its figures mean nothing). `progress` is told each
+    section's title before it runs.
+    """
     say = progress or (lambda _title: None)
+    mode = "smoke" if smoke else "quick" if quick else "full"
+    environment: dict[str, Any] = {
+        "mode": mode,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "home_loop": get_home_loop().kind,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_start": _load(),
+    }
+    started = time.perf_counter()
     lat = 0.01 if smoke else 0.2
+    ms = f"{lat * 1000:g} ms"
     sections: list[Section] = []
 
     def add(key: str, title: str, note: str, fn: Callable[[], Any]) -> None:
         say(title)
+        gc.collect()  # no section pays for the garbage of the one before
+        t0 = time.perf_counter()
         out = fn()
         rows, figures = out if isinstance(out, tuple) else (out, {})
-        sections.append(Section(key, title, note, rows, figures))
+        sections.append(Section(key, title, note, rows, figures, time.perf_counter() - t0))
 
-    ms = f"{lat * 1000:g} ms"
     add(
         "fanout",
-        f"Fan-out speedup ({ms} simulated latency)",
-        "efficiency = ideal wall (one latency) / measured wall",
+        f"Fan-out efficiency ({ms} simulated latency)",
+        "efficiency = ideal wall (one latency) / median wall; bare = asyncio.gather over the "
+        "simulator's create, alternating with agentnb on the home loop",
         lambda: bench_fanout(
-            (5, 20) if smoke else (5, 20, 100, 1000),
+            (5, 100, 1000) if quick or smoke else (5, 20, 100, 1000),
             latency_s=lat,
-            sequential_up_to=20 if quick or smoke else 100,
+            sequential_up_to=5 if quick or smoke else 100,
+            repeats=1 if smoke else 2 if quick else 3,
         ),
     )
     add(
         "overhead",
-        "Orchestrator overhead per call (zero latency)",
-        "µs per call over the bare simulator call (median of 5 runs)",
-        lambda: bench_overhead(n=200 if smoke else 1000 if quick else 5000),
+        "agentnb's overhead per call (zero latency, cache off)",
+        "µs per call over the bare simulator call; tasks never used before in every repeat; "
+        "overhead = median of the repeats' differences",
+        lambda: bench_overhead(n=200 if smoke else 1000 if quick else 5000, repeats=5),
     )
     add(
         "cache",
@@ -69,20 +112,23 @@ def run_suite(
     )
     add(
         "scale",
-        "Scale run (child process)",
-        "ideal = ceil(calls / concurrency) x latency; RSS from getrusage in the child",
+        "Flat cost at scale (a child process per run)",
+        "cpu = process CPU time around the run; bare = asyncio.gather of one coroutine per call "
+        "under an asyncio.Semaphore; peak RSS = the child's high-water mark",
         lambda: (
-            bench_scale(300, max_concurrency=30, latency_s=0.005)
+            bench_scale(300, small=100, max_concurrency=30, latency_s=0.005)
             if smoke
-            else bench_scale(10_000, max_concurrency=200, latency_s=0.05)
+            else bench_scale(10_000 if quick else 100_000)
         ),
     )
     add(
         "sdk_baseline",
         f"agentnb vs the bare Anthropic SDK ({ms}, simulator HTTP transport)",
-        "same calls, same loop, alternating runs; vs_bare = median wall / bare median wall",
+        "same calls, home loop, alternating runs, fresh tasks; vs_bare = median / bare median",
         lambda: bench_sdk_baseline(
-            20 if smoke else 100, latency_s=lat, repeats=2 if smoke else 3 if quick else 5
+            (20, 50) if smoke else (100, 300) if quick else (100, 1000),
+            latency_s=lat,
+            repeats=1 if smoke or quick else 5,
         ),
     )
     add(
@@ -93,47 +139,80 @@ def run_suite(
     )
     add(
         "speedup",
-        f"compare_speedup: sequential vs concurrent vs cached (20 calls, {ms})",
+        f"compare_speedup: sequential vs concurrent vs cached ({ms})",
         "repeats: 1 (quick) or 3; error bars in speedup.png span the repeats",
-        lambda: bench_speedup(20, latency_s=lat, repeats=1 if quick or smoke else 3),
+        lambda: bench_speedup(
+            10 if quick else 20, latency_s=lat, repeats=1 if quick or smoke else 3
+        ),
     )
-    return sections
+    run = SuiteRun(mode, sections, environment)
+    for section in sections:
+        for goal in _goals(section):
+            if goal.met is False and goal.profile is not None:
+                what = goal.what or "?"
+                say(f"profiling the missed goal: {section.key} {what}")
+                run.profiles.append({"section": section.key, "what": what, "rows": goal.profile()})
+    environment["load_average_end"] = _load()
+    environment["seconds"] = round(time.perf_counter() - started, 1)
+    return run
 
 
-def goals_table(sections: list[Section]) -> list[Row]:
-    """Every row that has a goal, in one table: section, what, goal, met."""
-    out: list[Row] = []
-    for s in sections:
-        for row in s.rows:
-            if row.get("goal"):
-                what = next(
-                    (
-                        f"{k}={row[k]}"
-                        for k in ("figure", "mode", "client", "op", "calls")
-                        if k in row
-                    ),
-                    "",
-                )
-                if "store" in row:
-                    what = f"{row['store']} {row['op']}"
-                    if row["store"] != "orchestrator":
-                        what += f" ({row['entries']:,} entries)"
-                out.append({"section": s.key, "what": what, "goal": row["goal"], "met": row["met"]})
+def _what(row: Row) -> str:
+    """How the goals table names a row whose goal gives no name of its own."""
+    if "store" in row:
+        what = f"{row['store']} {row['op']}"
+        if row["store"] != "orchestrator":
+            what += f" ({row['entries']:,} entries)"
+        return what
+    for k in ("figure", "mode", "client", "op", "calls"):
+        if k in row:
+            return f"{k}={row[k]}"
+    return ""
+
+
+def _goals(section: Section) -> list[Goal]:
+    """The section's goals, each named (`Goal.what` filled in from its row where empty)."""
+    out = []
+    for row in section.rows:
+        for goal in row.get("_goals", ()):
+            goal.what = goal.what or _what(row)
+            out.append(goal)
     return out
 
 
+def goals_table(sections: list[Section]) -> list[Row]:
+    """Every goal of every section, one row each: what, the figure and its bare reference
+    (measured in the same run), the goal, met, and whether a stretch goal was met."""
+    return [
+        {
+            "section": s.key,
+            "what": g.what,
+            "measured": g.measured,
+            "bare (same run)": g.bare,
+            "goal": g.goal,
+            "met": g.met,
+            "stretch met": g.stretch,
+        }
+        for s in sections
+        for g in _goals(s)
+    ]
+
+
 def to_markdown(rows: list[Row]) -> str:
-    """A Markdown table of `rows` (columns from the first row; `met` shown as yes/NO)."""
+    """A Markdown table of `rows` (columns from the first row, private `_` keys left out;
+    `met` shown as yes/NO, `stretch met` as yes/no)."""
     if not rows:
         return "(no rows)"
-    cols = list(rows[0])
+    cols = [c for c in rows[0] if not c.startswith("_")]
 
     def cell(value: Any, col: str) -> str:
         if value is None:
             return ""
         if col == "met" and isinstance(value, bool):
             return "yes" if value else "**NO**"
-        return str(value)
+        if col == "stretch met" and isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value).replace("|", "\\|")
 
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
@@ -141,20 +220,62 @@ def to_markdown(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_outputs(sections: list[Section], out: Path) -> list[Path]:
+def header(run: SuiteRun) -> str:
+    """The first lines of the output: the mode, Python, the home loop, and the load."""
+    env = run.environment
+
+    def load(key: str) -> str:
+        return " / ".join(f"{x:g}" for x in env.get(key, [])) or "n/a"
+
+    return (
+        f"## agentnb bench ({run.mode})\n\n"
+        f"{env['implementation']} {env['python']}, home loop: {env['home_loop']}, "
+        f"{env['cpus']} CPUs, {env['platform']}\n"
+        f"load average (1 / 5 / 15 min): {load('load_average_start')} at the start, "
+        f"{load('load_average_end')} at the end; {env.get('seconds', '?')} s in all"
+    )
+
+
+def render(run: SuiteRun) -> str:
+    """The whole output as Markdown: header, each section's table, the goals, the profiles."""
+    parts = [header(run)]
+    for s in run.sections:
+        parts.append(f"### {s.title} ({s.seconds:.1f} s)\n\n{s.note}\n\n{to_markdown(s.rows)}")
+    goals = goals_table(run.sections)
+    missed = sum(1 for g in goals if g["met"] is False)
+    parts.append(f"### Goals: {len(goals) - missed} of {len(goals)} met\n\n{to_markdown(goals)}")
+    for p in run.profiles:
+        parts.append(
+            f"#### Profile of the missed goal: {p['section']}, {p['what']}\n\n"
+            "top functions by own CPU time (both threads), and the collector's time\n\n"
+            f"{to_markdown(p['rows'])}"
+        )
+    return "\n\n".join(parts)
+
+
+def write_outputs(run: SuiteRun, out: Path) -> list[Path]:
     """Write `results.json` and one PNG per figure into `out`; returns the paths written."""
     from matplotlib.figure import Figure
 
     out.mkdir(parents=True, exist_ok=True)
     payload = {
+        "environment": run.environment,
         "sections": [
-            {"key": s.key, "title": s.title, "note": s.note, "rows": s.rows} for s in sections
+            {
+                "key": s.key,
+                "title": s.title,
+                "note": s.note,
+                "seconds": round(s.seconds, 2),
+                "rows": [public(r) for r in s.rows],
+            }
+            for s in run.sections
         ],
-        "goals": goals_table(sections),
+        "goals": goals_table(run.sections),
+        "profiles": run.profiles,
     }
     written = [out / "results.json"]
     written[0].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    for s in sections:
+    for s in run.sections:
         for name, draw in s.figures.items():
             fig = Figure(figsize=(7, 4))  # no pyplot: no GUI backend, no global figure list
             draw(fig.subplots())
