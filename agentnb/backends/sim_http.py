@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -106,7 +105,7 @@ async def handle_messages_request(
         sim_request, streaming = _parse_body(body, sampling=version < _NO_SAMPLING_SINCE)
         agent = urllib.parse.unquote(request.headers.get(AGENT_HEADER, ""))
         if agent:
-            sim_request = dataclasses.replace(sim_request, agent=agent)
+            sim_request = sim_request._replace(agent=agent)
     except _InvalidRequest as exc:
         return _error_response(400, str(exc))
     except ValueError:  # JSON or UTF-8 decoding
