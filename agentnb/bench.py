@@ -109,7 +109,8 @@ def compare_speedup(
 
     Speedups are against the first of `modes` (put "sequential" first, as the default does, for
     speedup over sequential). `max_concurrency` defaults to the orchestrator's limit.
-    `progress(mode, i)` is told before each timed run (i counts from 1).
+    `progress(mode, i)` is told before each timed run (i counts from 1); the timed runs show
+    no progress display of their own (it would be timed too).
 
     Before anything is timed, the first call is made once with `use_cache=False`: with Claude
     the first call imports the SDK and sets up the client and its connection, which would
@@ -142,7 +143,9 @@ def compare_speedup(
     rows: list[dict[str, Any]] = []
     for mode in modes:
         if mode == "cached":
-            aio.home.run_sync(aio.execute_multiple(cached, max_concurrency=limit))  # warm-up
+            aio.home.run_sync(  # warm-up
+                aio.execute_multiple(cached, max_concurrency=limit, progress=False)
+            )
         walls: list[float] = []
         hits = backend_calls = 0
         peak: int | None = 0
@@ -157,7 +160,9 @@ def compare_speedup(
             else:
                 aio.home.run_sync(
                     aio.execute_multiple(
-                        fresh if mode == "concurrent" else cached, max_concurrency=limit
+                        fresh if mode == "concurrent" else cached,
+                        max_concurrency=limit,
+                        progress=False,
                     )
                 )
             walls.append(time.perf_counter() - t0)
