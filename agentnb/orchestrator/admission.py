@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -26,7 +27,10 @@ __all__ = ["Admission", "ConcurrencyLimit", "Slot", "Unlimited"]
 
 
 class Slot(Protocol):
-    """One attempt's way in: `await slot.acquire()` ... `slot.release()`, or `async with`."""
+    """One attempt's way in: `if not slot.try_acquire(): await slot.acquire()`, then
+    `slot.release()` when the attempt ends (or `async with slot:`)."""
+
+    def try_acquire(self) -> bool: ...
 
     async def acquire(self) -> None: ...
 
@@ -44,41 +48,60 @@ class Admission(Protocol):
 
 
 class ConcurrencyLimit:
-    """At most `limit` attempts in flight at once (first come, first served)."""
+    """At most `limit` attempts in flight at once, first come, first served.
+
+    A counter and a queue of waiters rather than an `asyncio.Semaphore`: taking a free slot is
+    a comparison (no coroutine, no scan of the waiters), and nothing is bound to an event loop
+    until someone waits. A released slot is handed straight to the first waiter.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._semaphore = asyncio.Semaphore(limit)
-        self._slot = _Slot(self)
         self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def slot(self, call: PreparedCall | None) -> _Slot:
-        return self._slot
+    def slot(self, call: PreparedCall | None) -> ConcurrencyLimit:
+        return self
 
-    def __repr__(self) -> str:
-        return f"ConcurrencyLimit({self.limit}, in_flight={self.in_flight})"
-
-
-class _Slot:
-    __slots__ = ("_limit", "_semaphore")
-
-    def __init__(self, limit: ConcurrencyLimit) -> None:
-        self._limit = limit
-        self._semaphore = limit._semaphore
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits for it."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
 
     async def acquire(self) -> None:
-        await self._semaphore.acquire()
-        self._limit.in_flight += 1
+        """Take a slot, waiting for one if need be."""
+        if self.try_acquire():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over as we were cancelled: pass it on
+            raise
 
     def release(self) -> None:
-        self._limit.in_flight -= 1
-        self._semaphore.release()
+        """Give a slot back: to the first waiter still waiting, else to the pool."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is done: skip it
+                waiter.set_result(None)  # the slot passes on; in_flight is unchanged
+                return
+        self.in_flight -= 1
 
     async def __aenter__(self) -> None:
         await self.acquire()
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+    def __repr__(self) -> str:
+        waiting = len(self._waiters)
+        return f"ConcurrencyLimit({self.limit}, in_flight={self.in_flight}, waiting={waiting})"
 
 
 class Unlimited:
@@ -88,6 +111,9 @@ class Unlimited:
 
     def slot(self, call: PreparedCall | None) -> Unlimited:
         return self
+
+    def try_acquire(self) -> bool:
+        return True
 
     async def acquire(self) -> None:
         return None

@@ -364,10 +364,11 @@ class AsyncAgentOrchestrator:
         timeout_s = p.timeout_s
         perf = time.perf_counter
         while True:
-            t = perf()
-            await slot.acquire()
-            try:
+            if not slot.try_acquire():  # else wait, and count the time queued
+                t = perf()
+                await slot.acquire()
                 state.queue_s += perf() - t
+            try:
                 n = state.attempts = state.attempts + 1
                 deadline = Deadline(timeout_s)
                 deadline.start()
