@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import Config
 from .errors import AgentnbError
-from .options import add_arguments, from_namespace
+from .options import add_arguments, check_text, from_namespace, shown
 
 __all__ = ["main"]
 
@@ -133,7 +133,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "agent":
         task = " ".join(args.task)
         if task == "-":
-            task = sys.stdin.read()
+            data = sys.stdin.buffer.read()
+            try:
+                task = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AgentnbError(
+                    f"agent: standard input is not UTF-8 text (byte {exc.start})"
+                ) from None
         options = from_namespace(args, source="agent")
         with AgentOrchestrator(_config(args)) as orch:
             if args.stream:
@@ -168,25 +174,42 @@ def _parse_vars(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise AgentnbError(f"--var {item!r}: expected K=V")
+            raise AgentnbError(f"--var {shown(item)}: expected K=V")
         if value.startswith("@"):
-            try:
-                value = Path(value[1:]).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise AgentnbError(
-                    f"--var {key}: cannot read {value[1:]}: {exc.strerror}"
-                ) from None
+            value = _read_text(Path(value[1:]), f"--var {key}")
+        try:
+            check_text(value, f"--var {key}")
+        except ValueError as exc:
+            raise AgentnbError(str(exc)) from None
         out[key] = value
     return out
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A file's text for `what`, or one clear error (missing, a directory, not UTF-8 text)."""
+    if path.is_dir():
+        raise AgentnbError(f"{what}: {path} is a directory, not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AgentnbError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgentnbError(
+            f"{what}: {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+            "give a text file"
+        ) from None
 
 
 def _run_workflow(args: argparse.Namespace) -> int:
     from .orchestrator import AgentOrchestrator
     from .workflow import Workflow
 
-    if not args.file.is_file():
+    if not args.file.exists():
         raise AgentnbError(f"workflow file {args.file} does not exist")
-    workflow = Workflow.from_yaml(args.file)
+    # Read here, so a directory or a binary file is one clear line, not a traceback.
+    workflow = Workflow.from_yaml(_read_text(args.file, "workflow file"))
     variables = _parse_vars(args.var)
     with AgentOrchestrator(_config(args)) as orch:
         workflow.validate(agents=orch.agents, variables=variables)

@@ -107,3 +107,56 @@ def test_demo_is_the_main_job() -> None:
     for mode in ("sequential", "concurrent", "cached"):
         assert mode in out
     assert "hits 100%" in out
+
+
+# -- what a hardening probe found giving tracebacks instead of one line --------------------------
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("agentnb: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in out + err
+    return err
+
+
+def test_a_workflow_file_that_is_not_utf8_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\nsteps: []\n".encode("latin-1"))
+    assert "is not UTF-8 text" in one_line_error(capsys, ["run", str(path)])
+
+
+def test_a_directory_as_the_workflow_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert "is a directory" in one_line_error(capsys, ["run", str(tmp_path)])
+
+
+def test_a_binary_var_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\nsteps:\n  - {id: a, agent: writer, task: 'Look at {{src}}'}\n", encoding="utf-8"
+    )
+    (tmp_path / "blob.bin").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    err = one_line_error(capsys, ["run", str(tmp_path / "wf.yaml"), "--var", "src=@blob.bin"])
+    assert "--var src" in err and "not UTF-8 text" in err
+
+
+def test_an_undecodable_task_on_the_command_line_is_one_line() -> None:
+    # Bytes that are not UTF-8 reach Python's argv as lone surrogates (surrogateescape).
+    proc = subprocess.run(
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"agentnb",
+            b"--simulate",
+            b"agent",
+            b"writer",
+            b"caf\xe9",
+        ],
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 2 and err.startswith("agentnb: error: "), err
+    assert "lone surrogate" in err and err.count("\n") == 1
