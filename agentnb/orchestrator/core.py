@@ -37,8 +37,8 @@ from ..progress import Progress, job_progress
 from ..result import AgentResult
 from .admission import Admission, ConcurrencyLimit
 from .attempts import Deadline, Retrying, timed_out
+from .caching import answer, memory_hit
 from .calls import CallLike, options_of
-from .codec import from_payload, to_payload
 from .fanout import Batch, run_pool
 from .gcpolicy import LARGE_JOB, young_generation
 from .lifecycle import changed, make_cache
@@ -317,19 +317,8 @@ class AsyncAgentOrchestrator:
     async def answer(
         self, p: PreparedCall, compute: Callable[[], Awaitable[BackendResponse]]
     ) -> tuple[BackendResponse, bool]:
-        """The cache stage: `(response, from the cache)`, computing it on a miss.
-
-        Identical concurrent misses (streams included) share one `compute()`.
-        """
-        cache = self._cache_for(p)
-        if cache is None:
-            return await compute(), False
-
-        async def payload() -> dict[str, Any]:
-            return to_payload(await compute())
-
-        found, tier = await cache.get_or_compute(p.key, payload, agent=p.spec.name)
-        return from_payload(found), tier is not None
+        """The cache stage (`caching.answer`): `(response, from the cache)`."""
+        return await answer(self._cache, p, compute)
 
     def cached_result(self, p: PreparedCall) -> AgentResult | None:
         """The answer of `p` if the memory tier holds it, recorded as a hit; else None.
@@ -337,14 +326,9 @@ class AsyncAgentOrchestrator:
         Safe from any thread (the memory tier and the tracker are locked): a blocking caller
         uses it to answer a hit on its own thread, with no hop to the home loop.
         """
-        cache = self._cache_for(p)
-        if cache is None:
-            return None
         state = CallState()
-        payload = cache.memory_lookup(p.key)
-        if payload is None:
-            return None
-        return self.recorder.succeeded(p, from_payload(payload), state, True)
+        response = memory_hit(self._cache, p)
+        return None if response is None else self.recorder.succeeded(p, response, state, True)
 
     async def attempts(
         self,
@@ -393,12 +377,6 @@ class AsyncAgentOrchestrator:
             await asyncio.sleep(delay)
 
     # -- results and records ------------------------------------------------------------------
-    def _cache_for(self, p: PreparedCall) -> ResponseCache | None:
-        cache = self._cache if p.use_cache else None
-        if cache is not None and cache.is_excluded(p.spec.name, p.spec.cache):
-            return None
-        return cache
-
     async def _run_many(
         self,
         batch: Batch,

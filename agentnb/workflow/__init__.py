@@ -12,9 +12,11 @@ Example:
 
 from __future__ import annotations
 
+from .events import StepEvent
 from .model import OnError, Step, Workflow
 from .run import RunStatus, StepResult, StepStatus, WorkflowRun
-from .scheduler import StepEvent, StepExecutor, StepFingerprint, execute_workflow, iter_workflow
+from .scheduler import StepExecutor, StepFingerprint, execute_workflow
+from .watch import iter_workflow
 
 __all__ = [
     "OnError",

@@ -28,12 +28,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ..result import AgentResult
+from .events import StepEvent
 from .model import Step, Workflow
 from .parse import invalid
 from .run import StepResult, StepStatus, WorkflowRun
@@ -45,7 +45,6 @@ __all__ = [
     "StepFingerprint",
     "StepPreparer",
     "execute_workflow",
-    "iter_workflow",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,21 +57,6 @@ StepExecutor = Callable[[Step, Any], Awaitable[AgentResult]]
 StepPreparer = Callable[[Step, str], Any]
 #: Names everything a step's answer depends on: `(step, task with placeholders filled) -> str`.
 StepFingerprint = Callable[[Step, str], str]
-
-
-@dataclass(frozen=True, slots=True)
-class StepEvent:
-    """A step changing state: `at` is seconds since the run started.
-
-    `result` comes with `succeeded`/`cached`, `error` with `failed`, `reason` with `skipped`.
-    """
-
-    step_id: str
-    status: StepStatus
-    at: float
-    result: AgentResult | None = None
-    error: BaseException | None = None
-    reason: str | None = None
 
 
 class _FailFast(Exception):
@@ -145,43 +129,6 @@ async def execute_workflow(
             except Exception:
                 log.exception("workflow on_interrupt callback failed")
         raise
-
-
-async def iter_workflow(
-    workflow: Workflow,
-    execute: StepExecutor,
-    **options: Any,
-) -> AsyncIterator[StepEvent | WorkflowRun]:
-    """`execute_workflow` as an async iterator: every `StepEvent`, then the `WorkflowRun` last.
-
-    Leaving the loop early cancels the run.
-
-    Example:
-        >>> async for item in iter_workflow(wf, execute):      # doctest: +SKIP
-        ...     if isinstance(item, WorkflowRun): run = item
-        ...     else: show(item.step_id, item.status)
-    """
-    queue: asyncio.Queue[StepEvent] = asyncio.Queue()
-    running = asyncio.ensure_future(
-        execute_workflow(workflow, execute, progress=queue.put_nowait, **options)
-    )
-    getter: asyncio.Future[StepEvent] | None = None
-    try:
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getter, running}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-                continue
-            while not queue.empty():
-                yield queue.get_nowait()
-            yield running.result()
-            return
-    finally:
-        for future in (getter, running):
-            if future is not None and not future.done():
-                future.cancel()
-                await asyncio.gather(future, return_exceptions=True)
 
 
 class _Scheduler:
