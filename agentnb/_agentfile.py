@@ -8,14 +8,16 @@ Reading rules:
   `---` has no front matter (`has_front_matter` is False: a README or notes, not an agent).
   An opening `---` without a closing `---` line is an error.
 - Front matter is read as YAML with every plain scalar kept as text (so `name: no` stays "no"
-  and numbers are converted by key).
+  and numbers are converted by key). YAML whose aliases would expand it past the limits of
+  `agentnb._yaml` (a "billion laughs") is an error, never read leniently.
 - When strict YAML rejects it (typically an unquoted description containing `: `, or
   `<example>` blocks), it is read line by line instead, with an `AgentFileWarning` naming the
   file and line (YAML that is not a mapping is read line by line too, without a warning): an
   unindented `key:` line starts a key, other lines continue the previous value (folded as YAML
   folds plain text, or kept for `|`/`>` blocks); within a description only known keys (`name`,
   `model`, `tools`, ...) start a new key, so `Context:` or `user:` lines in examples stay part
-  of the description. Other text before the first key is an error.
+  of the description. Other text before the first key is an error. Read this way, `&anchor`
+  and `*alias` are plain text: no alias is ever resolved.
 - In a plain one-line description, ` #` is kept as text rather than read as a YAML comment
   (with a warning).
 - Values are checked by key, and an error names the file and the key's line: `name` must be
@@ -45,7 +47,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ._yaml import YAMLLimitError, load_bounded
 from .errors import AgentFileError, InvalidAgentNameError
+from .options import shown
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -186,7 +190,10 @@ def _split_front_matter(text: str, where: str) -> tuple[list[str], int, str] | N
 
 def _parse_front_matter(lines: list[str], first_line: int, where: str) -> dict[str, Any]:
     try:
-        data = yaml.load("\n".join(lines), Loader=_FrontMatterLoader)  # a SafeLoader subclass
+        data = load_bounded("\n".join(lines), loader=_FrontMatterLoader)
+    except YAMLLimitError as exc:  # never read leniently: the file is refused
+        line = first_line + exc.line - 1 if exc.line is not None else first_line - 1
+        raise AgentFileError(f"{where}:{line}: front matter: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = first_line + (mark.line if mark is not None else 0)
@@ -287,8 +294,8 @@ def _fold(lines: list[str]) -> str:
 def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
+            value = load_bounded(text)
+        except (yaml.YAMLError, YAMLLimitError):  # more than one quoted scalar: keep the text
             value = None
         return value if isinstance(value, str) else text[1:-1]
     return text
@@ -318,7 +325,7 @@ def _fields(
         value = data[key]
         return AgentFileError(
             f"{where}:{_key_line(lines, first_line, key)}: {key!r} must be {expected}, "
-            f"got {value!r}"
+            f"got {shown(value)}"
         )
 
     def text(key: str) -> str | None:
@@ -368,7 +375,9 @@ def _fields(
 
     prompt = body.strip()
     if not prompt:
-        raise AgentFileError(f"{where}: agent {name!r} has no system prompt (the body is empty)")
+        raise AgentFileError(
+            f"{where}: agent {shown(name)} has no system prompt (the body is empty)"
+        )
     return AgentFields(
         name=name,
         description=text("description") or "",

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 from .errors import ConfigError
+from .options import shown
 
 __all__ = ["Range", "Secret", "allows_none", "convert", "help_of", "range_of", "setting"]
 
@@ -187,10 +188,11 @@ def convert(key: str, value: Any, hint: Any, source: str) -> Any:
     args = typing.get_args(hint)
 
     def bad(expected: str) -> ConfigError:
-        shown = "a value" if key == "api_key" else repr(value)  # never echo a secret
-        return ConfigError(
-            f"{source}: setting {key!r} must be {expected}, got {shown} ({type(value).__name__})"
-        )
+        kind = type(value).__name__
+        got = "a value" if key == "api_key" else shown(value)  # never echo a secret
+        if got != f"a {kind}":  # `shown` names a container's type rather than print it
+            got += f" ({kind})"
+        return ConfigError(f"{source}: setting {key!r} must be {expected}, got {got}")
 
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -33,7 +33,9 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from ._settings_meta import Secret, allows_none, convert, help_of, range_of, setting
+from ._yaml import YAMLLimitError, load_bounded, read_bounded
 from .errors import ConfigError
+from .options import shown
 
 __all__ = ["DEFAULT_MODEL_ALIASES", "Config", "Secret", "redact_url"]
 
@@ -247,8 +249,8 @@ class Config:
         return out
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "api_key")
-        return f"Config({shown})"
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "api_key")
+        return f"Config({settings})"
 
 
 def redact_url(url: str) -> str:
@@ -289,7 +291,13 @@ def setting_help(name: str) -> str:
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_bounded(read_bounded(path))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except YAMLLimitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -361,8 +369,8 @@ def _parse_env_value(key: str, raw: str) -> Any:
         ]
     if origin is dict:
         try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError:
+            return load_bounded(raw)
+        except (yaml.YAMLError, YAMLLimitError):
             return raw
     if raw.strip().lower() in ("", "none", "null") and allows_none(hint):
         return None
@@ -379,7 +387,7 @@ def coerce_setting(key: str, value: Any, *, source: str) -> Any:
     if key not in hints:
         close = [n for n in field_names() if n.split("_")[0] == key.split("_")[0]]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
+        raise ConfigError(f"{source}: unknown setting {shown(key)}{hint}")
     converted = convert(key, value, hints[key], source)
     _check_value(key, converted, source=source)
     return converted
@@ -399,16 +407,17 @@ def _check_value(key: str, value: Any, *, source: str) -> None:
     if value is None:
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{source}: setting {key!r} must be a finite number, got {value!r}")
+        raise ConfigError(f"{source}: setting {key!r} must be a finite number, got {shown(value)}")
     bounds = range_of(_FIELDS[key])
     problem = bounds.problem(value) if bounds is not None else None
     if problem is not None:
-        raise ConfigError(f"{source}: setting {key!r} must be {problem}, got {value!r}")
+        raise ConfigError(f"{source}: setting {key!r} must be {problem}, got {shown(value)}")
     if key == "sim_fault_kinds":
         unknown = [k for k in value if k not in SIM_FAULT_KINDS]
         if unknown:
             raise ConfigError(
-                f"{source}: setting 'sim_fault_kinds' has unknown kinds {unknown}; "
+                f"{source}: setting 'sim_fault_kinds' has unknown kinds "
+                f"{', '.join(shown(k) for k in unknown[:3])}{', ...' if len(unknown) > 3 else ''}; "
                 f"choose from {list(SIM_FAULT_KINDS)}"
             )
 

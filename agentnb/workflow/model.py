@@ -39,8 +39,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .._yaml import YAMLLimitError, read_bounded
 from ..errors import AgentnbError, WorkflowError
-from ..options import EMPTY, CallOptions
+from ..options import EMPTY, CallOptions, shown
 from ..options import STEP_KEYS as OPTION_KEYS
 from .parse import (
     STEP_ID,
@@ -137,7 +138,9 @@ class Workflow:
         for key in self.defaults:
             if key not in STEP_OPTIONS:
                 raise invalid(
-                    f"unknown default {key!r}", field="defaults", line=self._top_line("defaults")
+                    f"unknown default {shown(key)}",
+                    field="defaults",
+                    line=self._top_line("defaults"),
                 )
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
@@ -155,7 +158,9 @@ class Workflow:
     def from_yaml(cls, text_or_path: str | os.PathLike[str]) -> Workflow:
         """Read a workflow from YAML text or a `.yaml`/`.yml` file.
 
-        A `str` is taken as a path only when it is one line ending in `.yaml` or `.yml`.
+        A `str` is taken as a path only when it is one line ending in `.yaml` or `.yml`. A
+        document past the limits of `agentnb._yaml` (4 M characters; 100,000 nodes with every
+        alias written out) is refused.
         """
         if isinstance(text_or_path, str) and (
             "\n" in text_or_path or not text_or_path.strip().lower().endswith((".yaml", ".yml"))
@@ -163,9 +168,13 @@ class Workflow:
             return _from_text(text_or_path)
         path = Path(os.fspath(text_or_path).strip()).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_bounded(path)
         except OSError as exc:
             raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise WorkflowError(f"cannot read workflow file {path}: not UTF-8 text") from None
+        except YAMLLimitError as exc:
+            raise WorkflowError(f"cannot read workflow file {path}: {exc}") from None
         return _from_text(text)
 
     @classmethod
@@ -240,7 +249,7 @@ class Workflow:
             if not found:
                 hint = did_you_mean(step.agent, _names(agents))
                 raise invalid(
-                    f"unknown agent {step.agent!r}{hint}",
+                    f"unknown agent {shown(step.agent)}{hint}",
                     step=step.id,
                     field="agent",
                     line=self._step_line(step.id, "agent"),
@@ -267,7 +276,7 @@ class Workflow:
         for position, step in enumerate(steps):
             if not isinstance(step.id, str) or not STEP_ID.match(step.id):
                 raise invalid(
-                    f"id {step.id!r} may only contain letters, digits, '_' and '-'",
+                    f"id {shown(step.id)} may only contain letters, digits, '_' and '-'",
                     step=str(step.id),
                     field="id",
                     line=step.line,
@@ -277,7 +286,10 @@ class Workflow:
                 where = f" (first on line {first})" if first is not None else ""
                 line = self._line(position, step.line, "id")
                 raise invalid(
-                    f"duplicate step id {step.id!r}{where}", step=step.id, field="id", line=line
+                    f"duplicate step id {shown(step.id)}{where}",
+                    step=step.id,
+                    field="id",
+                    line=line,
                 )
             index[step.id] = position
         return index
@@ -299,14 +311,14 @@ class Workflow:
             for dep in step.dependencies:
                 if dep == step.id:
                     raise invalid(
-                        f"step {step.id!r} depends on itself",
+                        f"step {shown(step.id)} depends on itself",
                         step=step.id,
                         field="dependencies",
                         line=self._line(position, step.line, "dependencies"),
                     )
                 if dep not in index:
                     raise invalid(
-                        f"unknown dependency {dep!r}{did_you_mean(dep, index)}",
+                        f"unknown dependency {shown(dep)}{did_you_mean(dep, index)}",
                         step=step.id,
                         field="dependencies",
                         line=self._line(position, step.line, "dependencies"),
@@ -314,7 +326,7 @@ class Workflow:
             names = step.placeholders
             if step.id in names:
                 raise invalid(
-                    f"step {step.id!r} uses its own output {{{{{step.id}}}}}",
+                    f"step {shown(step.id)} uses its own output {{{{{step.id}}}}}",
                     step=step.id,
                     field="task",
                     line=self._line(position, step.line, "task"),

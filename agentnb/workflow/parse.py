@@ -1,8 +1,9 @@
 """Reading a workflow from YAML text or a mapping, with the line of every key kept for errors.
 
-The YAML is composed into a node tree first (PyYAML's `SafeLoader`, so no tags run code); each
-node carries its start line, which is recorded for the top-level keys, each step and each key of
-each step before the tree is turned into plain Python values. Every problem found here is a
+The YAML is composed into a node tree first (PyYAML's `SafeLoader`, so no tags run code), and
+refused when its aliases would expand it past `agentnb._yaml`'s limits; each node carries its
+start line, which is recorded for the top-level keys, each step and each key of each step before
+the tree is turned into plain Python values. Every problem found here is a
 `WorkflowValidationError` naming the step, the field and (for YAML input) the line.
 
 The checks here are the ones that need nothing but the document itself: syntax, keys, types,
@@ -20,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from .._yaml import SafeLoader, YAMLLimitError, check_length, compose_bounded
 from ..errors import OptionError, WorkflowValidationError
 from ..options import STEP_KEYS as OPTION_KEYS
-from ..options import CallOptions
+from ..options import CallOptions, shown
 
 __all__ = [
     "STEP_ID",
@@ -59,8 +61,8 @@ def invalid(
     where = ", ".join(
         part
         for part in (
-            f"step {step!r}" if step is not None else "",
-            f"field {field!r}" if field is not None else "",
+            f"step {shown(step)}" if step is not None else "",
+            f"field {shown(field)}" if field is not None else "",
         )
         if part
     )
@@ -93,17 +95,23 @@ class Source:
         return keys.get(key, line) if key is not None else line
 
 
-# libyaml's parser when PyYAML was built with it (about 10x faster); both keep node lines.
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def read_yaml(text: str) -> tuple[Any, Source]:
-    """Parse YAML text into plain values plus the `Source` of its lines."""
-    loader = _Loader(text)
+    """Parse YAML text into plain values plus the `Source` of its lines.
+
+    The document must keep within `agentnb._yaml`'s limits (its length, and its size with every
+    alias written out), else it is refused before any value is built.
+    """
     try:
-        node = loader.get_single_node()
+        check_length(text)
+    except YAMLLimitError as exc:
+        raise invalid(exc.problem) from None
+    loader = SafeLoader(text)
+    try:
+        node = compose_bounded(loader)
         source = _lines(node)
         data = loader.construct_document(node) if node is not None else None
+    except YAMLLimitError as exc:
+        raise invalid(exc.problem, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -142,7 +150,7 @@ def _keys(node: yaml.MappingNode, *, step: str | None) -> dict[str, int]:
         key, line = str(key_node.value), key_node.start_mark.line + 1
         if key in lines:
             raise invalid(
-                f"key {key!r} appears twice (first on line {lines[key]})",
+                f"key {shown(key)} appears twice (first on line {lines[key]})",
                 step=step,
                 field=key,
                 line=line,
@@ -170,7 +178,7 @@ def parse_mapping(data: Any, source: Source | None = None) -> dict[str, Any]:
     for key in data:
         if key not in TOP_KEYS:
             raise invalid(
-                f"unknown top-level key {key!r}{did_you_mean(str(key), TOP_KEYS)}; "
+                f"unknown top-level key {shown(key)}{did_you_mean(str(key), TOP_KEYS)}; "
                 f"allowed: {', '.join(TOP_KEYS)}",
                 field=str(key),
                 line=src.top_line(str(key)),
@@ -200,7 +208,7 @@ def parse_mapping(data: Any, source: Source | None = None) -> dict[str, Any]:
     for key in defaults:
         if key not in STEP_OPTIONS:
             raise invalid(
-                f"unknown default {key!r}{did_you_mean(str(key), STEP_OPTIONS)}; "
+                f"unknown default {shown(key)}{did_you_mean(str(key), STEP_OPTIONS)}; "
                 f"allowed: {', '.join(STEP_OPTIONS)}",
                 field="defaults",
                 line=src.top_line("defaults"),
@@ -229,10 +237,12 @@ def _inputs(raw: Any, line: int | None) -> dict[str, str]:
     for key, value in raw.items():
         if not isinstance(key, str) or not STEP_ID.match(key):
             raise invalid(
-                f"input name {key!r} must match {STEP_ID.pattern}", field="inputs", line=line
+                f"input name {shown(key)} must match {STEP_ID.pattern}", field="inputs", line=line
             )
         if isinstance(value, (Mapping, list)) or value is None:
-            raise invalid(f"input {key!r} must be a string or a number", field="inputs", line=line)
+            raise invalid(
+                f"input {shown(key)} must be a string or a number", field="inputs", line=line
+            )
         inputs[key] = str(value)
     return inputs
 
@@ -254,14 +264,14 @@ def _step(index: int, raw: Any, src: Source) -> dict[str, Any]:
         )
     elif not isinstance(step_id, str):
         raise invalid(
-            f"id must be a string, got {step_id!r} (quote it)",
+            f"id must be a string, got {shown(step_id)} (quote it)",
             step=label,
             field="id",
             line=src.step_line(index, "id"),
         )
     else:
         raise invalid(
-            f"id {step_id!r} may only contain letters, digits, '_' and '-'",
+            f"id {shown(step_id)} may only contain letters, digits, '_' and '-'",
             step=label,
             field="id",
             line=src.step_line(index, "id"),
@@ -273,7 +283,7 @@ def _step(index: int, raw: Any, src: Source) -> dict[str, Any]:
     for key in raw:
         if key not in STEP_KEYS:
             raise invalid(
-                f"unknown key {key!r}{did_you_mean(str(key), STEP_KEYS)}; "
+                f"unknown key {shown(key)}{did_you_mean(str(key), STEP_KEYS)}; "
                 f"allowed: {', '.join(STEP_KEYS)}",
                 step=label,
                 field=str(key),
@@ -317,7 +327,7 @@ def step_options(
             continue
         name = OPTION_KEYS[key]
         try:
-            CallOptions.build({name: value}, source=f"step {step!r}")
+            CallOptions.build({name: value}, source=f"step {shown(step)}")
         except OptionError as exc:
             message = str(exc).split(": option ", 1)[-1]
             message = message.split(" must be ", 1)[-1]
@@ -325,7 +335,7 @@ def step_options(
                 f"must be {message}", step=step, field=prefix + key, line=line(key)
             ) from None
         values[name] = value
-    return CallOptions.build(values, source=f"step {step!r}")
+    return CallOptions.build(values, source=f"step {shown(step)}")
 
 
 def _dependencies(raw: Any, step: str, key: str, line: int | None) -> tuple[str, ...]:
@@ -341,7 +351,7 @@ def _check(value: Any, kind: str, *, step: str | None, field: str, line: int | N
     """Check one value against its kind and return it (ints widened to float where asked)."""
 
     def bad(expected: str) -> WorkflowValidationError:
-        return invalid(f"must be {expected}, got {value!r}", step=step, field=field, line=line)
+        return invalid(f"must be {expected}, got {shown(value)}", step=step, field=field, line=line)
 
     if kind == "name":
         if not isinstance(value, str) or not value.strip():
