@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ._yaml import YAMLLimitError, load_bounded, read_bounded
 from .backends.base import Usage
 from .errors import ConfigError
 
@@ -54,7 +55,11 @@ class PriceTable:
     def load(self, path: str | os.PathLike[str]) -> None:
         """Merge prices from a YAML file shaped like the shipped one (`models: {id: {...}}`)."""
         p = Path(path)
-        self.update(_parse_prices(yaml.safe_load(p.read_text(encoding="utf-8")), source=str(p)))
+        try:
+            data = load_bounded(read_bounded(p))  # a user's file: aliases expand within bounds
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, YAMLLimitError) as exc:
+            raise ConfigError(f"prices file {p}: cannot be read as YAML ({exc})") from None
+        self.update(_parse_prices(data, source=str(p)))
 
     def update(self, table: Mapping[str, Mapping[str, float]]) -> None:
         """Set or replace the prices of some models: `{model: {input, output, ...}}`."""

@@ -310,3 +310,16 @@ def test_a_config_error_shows_a_long_value_bounded(text: str, tmp_path: Path) ->
 def test_a_config_error_names_a_container_by_its_type() -> None:
     with pytest.raises(ConfigError, match=r"'max_concurrency' must be an integer, got a list$"):
         Config.load(env={}, max_concurrency=[1, 2])
+
+
+@pytest.mark.timeout(10)
+def test_an_alias_bomb_in_a_prices_file_is_refused(tmp_path: Path) -> None:
+    from agentnb.errors import ConfigError
+    from agentnb.pricing import PriceTable
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "prices.yaml"
+    path.write_text("\n".join(levels) + "\nmodels: *a8\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="prices file"):
+        PriceTable.default().load(path)
