@@ -10,7 +10,9 @@ a time, in C. When the chunk in memory holds `max_rows` rows it is written to a 
 (made on first need, gone when the store is cleared or collected) and memory starts over, so
 the bytes held stay bounded however many rows arrive. `snapshot()` hands out the chunks so far,
 in order, reading spilled ones back as they are iterated. A store is not thread-safe: its
-owner serialises `append`, `clear` and `snapshot` (reading a snapshot needs no lock).
+owner serialises `append`, `clear` and `snapshot` (reading a snapshot needs no lock). A forked
+child spills to a file of its own: the parent's stays the parent's to write, and is read at given
+offsets, not through the file position the two processes share.
 
 Example:
     >>> store = ColumnStore("sd", max_rows=2)
@@ -28,6 +30,7 @@ import functools
 import json
 import logging
 import operator
+import os
 import struct
 import sys
 import tempfile
@@ -36,6 +39,8 @@ import weakref
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from ._fork import at_fork_in_child
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +56,7 @@ _TYPECODES = {"s": "I", "d": "d", "q": "q", "?": "B"}
 _UNFIT = (TypeError, ValueError, OverflowError, struct.error)
 _BATCH = 256  # rows waiting as tuples: big enough to amortise a pass, small enough to not matter
 _HEADER = struct.Struct("<I")  # the length of a spilled chunk's JSON header
+_PREAD: Callable[[int, int, int], bytes] | None = getattr(os, "pread", None)  # not on Windows
 
 
 def _checked_str(value: object) -> str | None:
@@ -189,9 +195,12 @@ class _SpillFile:
         return spilled
 
     def read(self, where: _Spilled) -> Chunk:
-        with self._lock:
-            self._file.seek(where.offset)
-            data = self._file.read(where.size)
+        if _PREAD is not None:  # no seek: a forked child and its parent share the position
+            data = _PREAD(self._file.fileno(), where.size, where.offset)
+        else:
+            with self._lock:
+                self._file.seek(where.offset)
+                data = self._file.read(where.size)
         (length,) = _HEADER.unpack_from(data)
         pos = _HEADER.size + length
         header = json.loads(data[_HEADER.size : pos])
@@ -235,6 +244,10 @@ class ColumnStore:
         self._warned_spill = False
         self.spilled_rows = 0
         self._start_chunk()
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._spill = None  # the next chunk goes to a file of the child's own
 
     def _start_chunk(self) -> None:
         self._columns: list[array[Any]] = [array(_TYPECODES[k]) for k in self.kinds]

@@ -7,6 +7,12 @@ before the last one is forgotten, and the lines stay in the file. A line cut sho
 is skipped (and counted); the next writer starts on a fresh line. What a record is, and which
 object it becomes, is the caller's: `agentnb.metrics` queues its row tuples and passes the
 functions between rows and objects.
+
+Several processes may append to one file (a `multiprocessing` pool's workers, forked from a
+writing parent, go on writing to it): the file is opened for appending and unbuffered, and each
+write is whole lines, so lines never mix. A forked child starts a writer thread of its own (the
+records queued in the parent are the parent's to write); a `multiprocessing` worker, which ends
+without running `atexit`, has its writer flushed by multiprocessing's own exit hook.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import orjson
 
+from ._fork import at_fork_in_child
 from .errors import AgentnbError
 
 __all__ = ["RESET", "JsonlWriter", "dumps_line", "read_jsonl"]
@@ -97,7 +104,7 @@ class JsonlWriter(Generic[T]):
         self._encode = encode
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab")
+            self._file = path.open("ab", buffering=0)  # a write is whole lines: see the doc
             if self._file.tell() > 0:
                 with path.open("rb") as f:
                     f.seek(-1, os.SEEK_END)
@@ -106,15 +113,36 @@ class JsonlWriter(Generic[T]):
                         self._file.write(b"\n")
         except OSError as exc:
             raise AgentnbError(f"cannot write metrics file {path}: {exc.strerror}") from None
+        self._warned = False
+        self._closed = False
+        self._start()
+        at_fork_in_child(self._after_fork_in_child)
+        from multiprocessing.util import register_after_fork
+
+        register_after_fork(self, JsonlWriter._flush_at_worker_exit)
+
+    def _start(self) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.put = self._queue.put  # SimpleQueue.put never blocks
         self._lock = threading.Lock()
-        self._closed = False
-        self._warned = False
         self._thread = threading.Thread(
             target=self._run, name="agentnb-metrics-writer", daemon=True
         )
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread is gone and the records on its queue are the parent's to write;
+        # the file (opened for appending, unbuffered) is shared as it is.
+        if not self._closed:
+            self._start()
+
+    def _flush_at_worker_exit(self) -> None:
+        # In a multiprocessing child, which ends with os._exit (no atexit): its own exit hook
+        # closes the writer, so what was queued is written. Registered here, in the child, as
+        # multiprocessing drops the exit hooks the parent registered.
+        from multiprocessing.util import Finalize
+
+        Finalize(self, self.close, exitpriority=0)
 
     def _run(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -158,8 +186,9 @@ class JsonlWriter(Generic[T]):
 
     def _write(self, data: bytes) -> None:
         try:
-            self._file.write(data)
-            self._file.flush()
+            view = memoryview(data)
+            while view:  # one write but for a short one (a full disk, a signal)
+                view = view[self._file.write(view) :]
         except OSError as exc:
             if not self._warned:  # once: a full disk must not flood the log
                 self._warned = True

@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING
 from ._agentfile import AgentFileWarning
 from ._agentscan import Scan, Scanner
 from ._agentspec import AgentSpec, validate_agent_name
+from ._fork import at_fork_in_child
 from .config import Config
 from .errors import AgentNotFoundError, InvalidAgentNameError
 
@@ -129,6 +130,15 @@ class AgentRegistry:
         self._scanner = Scanner()
         self._scan: Scan | None = None
         self._fresh_until = -math.inf  # the clock reading until which `_scan` is trusted
+        self._lock = threading.RLock()
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held the lock, mid-scan: then scan again from scratch.
+        if not self._lock.acquire(blocking=False):
+            self._scanner = Scanner()
+            self._scan = None
+            self._fresh_until = -math.inf
         self._lock = threading.RLock()
 
     @classmethod

@@ -12,11 +12,11 @@ makes the same code work from a notebook, a script, a thread or another event lo
 - Code already on the home loop just awaits (no hop, no deadlock).
 
 One home loop per process (made lazily, a daemon thread); after `fork` the child abandons the
-parent's (its thread does not exist there) and makes its own on first use. The loop is uvloop's
-where `uvloop` is installed (its per-task cost is lower), else asyncio's; `AGENTNB_LOOP=asyncio`
-forces the standard one. Only this loop is affected: `uvloop.install()` is never called, so
-Jupyter's and pytest's loops stay what they are. `nest_asyncio` is deliberately not used (see
-DESIGN.md).
+parent's (its thread does not exist there; see `agentnb._fork`) and makes its own on first use.
+The loop is uvloop's where `uvloop` is installed (its per-task cost is lower), else asyncio's;
+`AGENTNB_LOOP=asyncio` forces the standard one. Only this loop is affected: `uvloop.install()`
+is never called, so Jupyter's and pytest's loops stay what they are. `nest_asyncio` is
+deliberately not used (see DESIGN.md).
 
 `iterate` and `aiterate` carry an async iterator running on the home loop over to a blocking
 thread or to another event loop (streams use them).
@@ -31,6 +31,8 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Literal, TypeVar
+
+from ._fork import abandon, at_fork_in_child
 
 __all__ = [
     "LOOP_KINDS",
@@ -274,11 +276,13 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _after_fork_in_child() -> None:
-    # The parent's loop thread does not exist in the child; start afresh on first use.
+    # The parent's loop thread does not exist in the child: start afresh on first use. The old
+    # loop is kept, never closed: closing it would unregister its fds from an epoll instance
+    # the parent shares.
     global _home, _lock
+    abandon(_home)
     _home = None
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork_in_child(_after_fork_in_child)

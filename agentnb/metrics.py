@@ -7,8 +7,9 @@ so a session of any length holds a bounded amount of memory; it is appended to f
 loop and any other thread, and read from any thread. `summary(by=...)` aggregates per agent,
 model or workflow. With a `path` (the `metrics_path` setting) every row is also appended to a
 JSONL file by a background thread (`agentnb._jsonl`), so a session's metrics survive a kernel
-restart. Costs come from `agentnb.prices` (`agentnb.pricing`; `PriceTable` and `prices` are
-importable from here too).
+restart; forked children (a `multiprocessing` pool's workers) append theirs to the same file.
+Costs come from `agentnb.prices` (`agentnb.pricing`; `PriceTable` and `prices` are importable
+from here too).
 
 Example:
     >>> tracker = PerformanceTracker()
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._columns import ColumnStore
+from ._fork import at_fork_in_child
 from ._jsonl import RESET, JsonlWriter, read_jsonl
 from ._rows import COLUMNS, DTYPES, KINDS, CallRecord, Row, from_json, records_of, row_of, to_json
 from .errors import AgentnbError
@@ -123,6 +125,15 @@ class PerformanceTracker:
                 self._read(self.path)
             self._writer = JsonlWriter(self.path, to_json)
             weakref.finalize(self, self._writer.close)
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held the lock, in the middle of changing the rows:
+        # then the child starts with none of them (they are the parent's, and in its file).
+        if self._lock.locked():
+            self._store = ColumnStore(KINDS, self._store.max_rows)
+            self._append = self._store.append
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PerformanceTracker:

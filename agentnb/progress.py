@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TextIO, TypeVar
 
+from ._fork import at_fork_in_child
 from .errors import OptionError
 
 __all__ = ["TIMES", "Progress", "ProgressSnapshot", "job_progress"]
@@ -131,6 +132,11 @@ class Progress:
         self._view: _TerminalView | _NotebookView | None = None  # None: nothing (more) to show
         if self.mode != "off":
             self._view = self._guard(lambda: _VIEWS[self.mode](file))
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a thread of the parent may have held it
+        self._timer_loop = None  # its timer was on the parent's loop: the next event arms one
 
     # -- events (any thread) -------------------------------------------------------------------
     def started(self, n: int = 1) -> None:

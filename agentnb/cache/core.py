@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._fork import at_fork_in_child
 from ..config import Config
 from ..errors import CacheError
 from .base import PersistentTier, StoredEntry
@@ -138,6 +139,7 @@ class ResponseCache:
         self._memory: MemoryTier | None = None
         self._store: PersistentTier | None = None
         self._inflight: dict[str, asyncio.Future[Payload]] = {}
+        at_fork_in_child(self._after_fork_in_child)
         # Memory hits are counted by the memory tier itself (under its lock: blocking callers
         # read it from their own threads); the rest happen on the home loop.
         self._hits = {"disk": 0, "redis": 0, "inflight": 0}
@@ -154,6 +156,10 @@ class ResponseCache:
         if make_tier is not None:
             signer = Signer(secret if secret is not None else load_secret())
             self._store = make_tier(self, config, signer)
+
+    def _after_fork_in_child(self) -> None:
+        # The computations in flight are the parent's, on the parent's loop: not ours to await.
+        self._inflight = {}
 
     @classmethod
     def from_config(cls, config: Config) -> ResponseCache:

@@ -2,7 +2,8 @@
 
 Every operation is O(1) (an `OrderedDict` moved to the end on a hit, popped from the front on
 eviction) and guarded by one lock, so the user-facing methods may run from any thread while the
-event loop reads it. An entry larger than the byte bound is not kept at all (the persistent tier
+event loop reads it (a forked child makes a new lock: a thread of the parent may have held the
+old one). An entry larger than the byte bound is not kept at all (the persistent tier
 still has it) rather than flushing everything else out.
 
 Example:
@@ -20,6 +21,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+from .._fork import at_fork_in_child
 
 __all__ = ["MemoryTier", "copy_json"]
 
@@ -72,6 +75,12 @@ class MemoryTier:
         self.evictions = 0
         self.expirations = 0
         self.oversize = 0
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        if self._lock.locked():  # a change was cut short: recount the bytes it may have left off
+            self.bytes = sum(entry.size for entry in self._data.values())
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data)

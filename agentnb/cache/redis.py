@@ -10,7 +10,8 @@ outage logs ONE warning and marks the tier down; while down, calls skip Redis at
 only). After 1 s, then 2, 4 ... up to 30 s, one call probes it again; the first success logs
 "back" at info level, and a later outage warns again. Redis I/O runs on a small thread pool owned
 by the tier (the sync client is thread-safe), so the event loop never waits on the network and
-the user-facing commands work from any thread.
+the user-facing commands work from any thread. A forked child (`agentnb._fork`) makes a client
+and threads of its own; the parent's connections are left to the parent.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .._fork import abandon, at_fork_in_child
 from ..errors import CacheError
 from .base import LogOnce, StoredEntry
 from .integrity import Signer
@@ -81,16 +83,22 @@ class RedisTier:
                 "cache_backend 'redis' needs the redis package: pip install 'agentnb[redis]'"
             ) from None
         self.url = display_url(url)
-        try:
-            self._client = redis.Redis.from_url(
+
+        def connect() -> redis.Redis:  # a closure: the URL (and its password) stays out of reprs
+            return redis.Redis.from_url(
                 url,
                 socket_connect_timeout=connect_timeout_s,
                 socket_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0),
                 health_check_interval=0,
             )
+
+        try:
+            self._client = connect()
         except ValueError as exc:
             raise CacheError(f"redis_url {self.url!r} is not a valid Redis URL: {exc}") from None
+        self._connect = connect
+        self._workers = workers
         self._outage_errors: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
@@ -107,13 +115,27 @@ class RedisTier:
         self._retry_at = 0.0
         self._closed = False
         self._log = LogOnce(logger)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="agentnb-cache-redis"
-        )
+        self._executor = self._new_executor()
         self.evictions = 0  # Redis evicts by its own policy; we do not see it
         self.expirations = 0
         self.integrity_failures = 0
         self.errors = 0
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._workers, thread_name_prefix="agentnb-cache-redis"
+        )
+
+    def _after_fork_in_child(self) -> None:
+        # The worker threads are not in the child, one may have held the lock, and the pool's
+        # connections are the parent's: the old client is kept, never used or closed here, and
+        # a new one connects on first use.
+        self._lock = threading.Lock()
+        abandon(self._client)
+        if not self._closed:
+            self._client = self._connect()
+            self._executor = self._new_executor()
 
     @property
     def available(self) -> bool:

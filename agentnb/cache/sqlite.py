@@ -21,6 +21,16 @@ switches a fresh file to WAL, which SQLite refuses without waiting). A writer ki
 leaves nothing half-written (SQLite rolls the WAL back on the next open), and a row that still
 fails its HMAC or does not parse is deleted, counted and logged, never served. A file that is not
 a database at all is moved aside to `responses.db.corrupt-<time>` and a fresh one started.
+
+After `fork` (`agentnb._fork`) the child gets a thread of its own and opens its own connection
+on first use, having closed the copy of the parent's first. SQLite keeps one record of a file's
+locks per process, shared by every connection to the file: while the inherited connection is
+open, a new one counts the parent's locks as its own and takes none, so the parent's close can
+checkpoint and delete the WAL under it, and the child's writes are lost. Closing the inherited
+copy of an idle connection does not touch the parent's data: the cleanup a close may do needs
+the exclusive lock, which the parent's open connection (holding a shared one) denies. If the
+tier's thread was inside SQLite at the fork, neither is safe: the child leaves the connection
+alone and uses the memory tier only.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import contextlib
 import logging
 import math
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -39,6 +50,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .._fork import abandon, at_fork_in_child
 from ..errors import CacheError
 from .base import LogOnce, StoredEntry
 from .integrity import Signer
@@ -93,6 +105,8 @@ class SQLiteTier:
             max_workers=1, thread_name_prefix="agentnb-cache-sqlite"
         )
         self._conn: sqlite3.Connection | None = None
+        self._thread = 0  # the ident of the thread the connection was opened on
+        self._busy = False  # a call is running on the tier's thread (read after a fork)
         # deque.append/popleft are atomic: the loop thread queues, the tier thread drains.
         self._touches: deque[tuple[float, str]] = deque(maxlen=16 * TOUCH_BATCH)
         self._writes = 0
@@ -108,21 +122,61 @@ class SQLiteTier:
         except BaseException:
             self._executor.shutdown(wait=False)
             raise
+        at_fork_in_child(self._after_fork_in_child)
 
     # -- thread plumbing ------------------------------------------------------------------
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the tier's thread and wait for it (any thread but that one)."""
-        return self._executor.submit(fn, *args).result()
+        return self._executor.submit(self._run, fn, *args).result()
 
     async def _acall(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, fn, *args)
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._busy = True
+        try:
+            return fn(*args)
+        finally:
+            self._busy = False
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The open connection (only usable on the tier's thread, e.g. inside `call`)."""
+        """The open connection (only usable on the tier's thread, e.g. inside `call`); in a
+        forked child, opened on first use."""
         if self._conn is None:
-            raise CacheError(f"the cache database {self.path} is closed")
+            if self._closed:
+                raise CacheError(f"the cache database {self.path} is closed")
+            self._open()
+            assert self._conn is not None
+        elif threading.get_ident() != self._thread:
+            # What `check_same_thread` would say; it is off so that a forked child can close
+            # the parent's connection (see the module docstring).
+            raise sqlite3.ProgrammingError(
+                "the cache's SQLite connection is only usable on the tier's own thread (`call`)"
+            )
         return self._conn
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread exists here; see the module docstring for the connection.
+        conn, self._conn = self._conn, None
+        self._touches.clear()  # the parent writes its own
+        if self._busy:  # inside SQLite at the fork: not even closing it is safe
+            abandon(conn)
+            if not self._closed:
+                self._closed = True
+                logger.warning(
+                    "response cache %s: this process was forked while the cache was reading "
+                    "or writing it; it uses the memory cache only",
+                    self.path,
+                )
+            return
+        if conn is not None:
+            conn.close()
+        if not self._closed:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="agentnb-cache-sqlite"
+            )
 
     # -- async API for the event loop ---------------------------------------------------------
     async def get(self, key: str) -> StoredEntry | None:
@@ -192,7 +246,7 @@ class SQLiteTier:
         """Run `fn`; a database failure becomes `default`, one warning and a count."""
         try:
             return fn(*args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, CacheError) as exc:  # CacheError: a forked child cannot open it
             self.errors += 1
             self._log.warning(
                 f"sqlite:{type(exc).__name__}:{exc}",
@@ -207,6 +261,7 @@ class SQLiteTier:
             return default
 
     def _open(self) -> None:
+        self._thread = threading.get_ident()
         try:
             self._conn = self._connect_patiently()
         except sqlite3.DatabaseError as exc:
@@ -248,7 +303,10 @@ class SQLiteTier:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True
+            self.path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,  # see `connection`
         )
         try:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]

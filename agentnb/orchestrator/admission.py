@@ -20,6 +20,8 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
+from .._fork import at_fork_in_child
+
 if TYPE_CHECKING:
     from .prepare import PreparedCall
 
@@ -52,13 +54,19 @@ class ConcurrencyLimit:
 
     A counter and a queue of waiters rather than an `asyncio.Semaphore`: taking a free slot is
     a comparison (no coroutine, no scan of the waiters), and nothing is bound to an event loop
-    until someone waits. A released slot is handed straight to the first waiter.
+    until someone waits. A released slot is handed straight to the first waiter. A forked child
+    starts with nothing in flight: the attempts holding and awaiting slots are the parent's.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self.in_flight = 0
+        self._waiters = deque()  # futures of the parent's loop: nobody here will settle them
 
     def slot(self, call: PreparedCall | None) -> ConcurrencyLimit:
         return self
