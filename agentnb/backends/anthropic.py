@@ -6,7 +6,9 @@ thread (importing the SDK and building the client take seconds the first time: t
 keeps running meanwhile), with `max_retries=0`: retries belong to the orchestrator. Every
 `anthropic.*` error, and any `httpx2` error that leaks past the SDK, is translated into the
 `agentnb.errors.BackendError` family; the API key is never shown in a repr, a message or a log
-line.
+line. A forked child (`agentnb._fork`) makes a client of its own on its own loop: the parent's
+connection pool is left alone, never used or closed there (an `http_client` passed in is the
+caller's, and is shared as it is).
 
 Example:
     >>> backend = AnthropicBackend(api_key="sk-ant-...")
@@ -27,6 +29,8 @@ import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._fork import abandon, at_fork_in_child
+from .._redact import protect
 from ..config import Secret
 from ..errors import (
     AuthenticationError,
@@ -107,6 +111,14 @@ class AnthropicBackend(Backend):
         self._warned_temperature = False
         header = self._described("agentnb_agent_header")
         self._agent_header = header if isinstance(header, str) and header else None
+        at_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # The client's connections and loop are the parent's; its finaliser would close them
+        # from here, so it is kept as it is and the child's first call makes a new one.
+        abandon(self._client)
+        self._client = None
+        self._client_lock = asyncio.Lock()  # maybe held, and bound to the parent's loop
 
     @classmethod
     def from_config(cls, cfg: Config) -> AnthropicBackend:
@@ -176,6 +188,7 @@ class AnthropicBackend(Backend):
         kwargs: dict[str, Any] = {"max_retries": 0}
         if self._api_key:
             kwargs["api_key"] = self._api_key.get()
+            protect(kwargs["api_key"])  # the SDK's own DEBUG logs must not show it either
         if self.base_url:
             kwargs["base_url"] = self.base_url
         if self._http_client is not None:

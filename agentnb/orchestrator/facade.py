@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, Unpack
 
+from .._fork import at_fork_in_child
 from ..agents import AgentRegistry
 from ..backends import Backend
 from ..config import Config
@@ -168,6 +169,15 @@ class AgentOrchestrator:
 
 _default_lock = threading.Lock()
 _default: AgentOrchestrator | None = None
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at the fork; the child's copy would never be freed.
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+at_fork_in_child(_after_fork_in_child)
 
 
 def current_default() -> AgentOrchestrator | None:
