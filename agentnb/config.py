@@ -301,7 +301,10 @@ def _read_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({exc})") from None
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(
+            f"{path}{where}: not valid YAML ({' '.join(str(problem).split())})"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -120,7 +120,10 @@ def _text(value: Any) -> str:
         raise ValueError("text")
     if len(value) > MAX_TEXT_CHARS:
         raise ValueError(f"text of at most {MAX_TEXT_CHARS:,} characters")
-    check_text(value, "the text")
+    try:
+        check_text(value, "the text")
+    except ValueError:
+        raise ValueError("valid Unicode text (it holds a lone surrogate)") from None
     return value
 
 
@@ -353,10 +356,25 @@ def add_arguments(
         if spec.negate:
             kwargs.update(action="store_const", const=False)
         elif spec.repeat:
-            kwargs.update(action="append", metavar=spec.metavar, type=spec.arg_type)
+            kwargs.update(action="append", metavar=spec.metavar, type=_lenient(spec.arg_type))
         else:
-            kwargs.update(metavar=spec.metavar, type=spec.arg_type)
+            kwargs.update(metavar=spec.metavar, type=_lenient(spec.arg_type))
         add(*spec.flags, **kwargs)
+
+
+def _lenient(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`convert`, or the text as typed when it does not convert: the option's own check then
+    refuses it in one line naming the flag (argparse would print its usage first)."""
+    if convert is str:
+        return str
+
+    def lenient(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError:
+            return text
+
+    return lenient
 
 
 def from_namespace(args: argparse.Namespace, *, source: str, dest_prefix: str = "") -> CallOptions:

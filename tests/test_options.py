@@ -188,3 +188,24 @@ def test_cache_key_covers_answer_options_only(orch: Any) -> None:
     assert base not in keys.values() and len(set(keys.values())) == len(changed)
     for name, value in {"timeout_s": 3.0, "max_attempts": 2, "use_cache": False}.items():
         assert orch.prepare("writer", "same task", **{name: value}).key == base, name
+
+
+def test_flags_that_do_not_convert_are_refused_in_one_line_by_the_option_check() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser.add_argument)
+    args = parser.parse_args(["--max-tokens", "lots", "-t", "warm"])  # argparse lets them by
+    with pytest.raises(OptionError, match=r"^cli --max-tokens: must be a whole number .* 'lots'"):
+        from_namespace(args, source="cli")
+
+
+def test_a_bad_option_in_a_batch_dict_names_the_call_once(orch: Any) -> None:
+    with pytest.raises(OptionError) as info:
+        orch.execute_multiple([{"agent": "writer", "task": "x", "max_tokens": 0}])
+    assert str(info.value).count("call #0") == 1
+
+
+def test_a_variable_that_cannot_be_sent_is_refused_before_the_run(orch: Any) -> None:
+    wf = Workflow.from_yaml("name: w\nsteps:\n  - {id: a, agent: writer, task: 'Use {{v}}'}\n")
+    with pytest.raises(WorkflowValidationError, match="variable 'v' holds a lone surrogate"):
+        orch.run_workflow(wf, {"v": "bad \ud800"})
+    assert orch.backend.call_count == 0

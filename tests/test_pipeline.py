@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -386,3 +387,20 @@ def test_a_large_job_runs_with_a_larger_young_generation_then_restores_it() -> N
         o.reconfigure(o.config.replace(job_gc_threshold=0))
         o.execute_multiple([("writer", f"off {i}") for i in range(LARGE_JOB)])
         assert set(seen) == {before[0]}
+
+
+async def test_a_retry_never_comes_before_the_servers_retry_after() -> None:
+    # On the home loop (uvloop where installed, whose timers may fire a millisecond early).
+    from agentnb.loop import run_async
+    from agentnb.orchestrator.attempts import sleep_at_least
+
+    async def early_wakeups() -> int:
+        early = 0
+        for i in range(40):
+            delay = 0.001 + (i % 7) * 0.0003
+            start = time.monotonic()
+            await sleep_at_least(delay)
+            early += time.monotonic() - start < delay
+        return early
+
+    assert await run_async(early_wakeups()) == 0

@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +30,7 @@ from ..errors import AgentCallError, BackendError, BackendTimeoutError
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["Deadline", "Retrying", "bounded", "timed_out"]
+__all__ = ["Deadline", "Retrying", "bounded", "sleep_at_least", "timed_out"]
 
 logger = logging.getLogger("agentnb")
 T = TypeVar("T")
@@ -123,6 +124,16 @@ def _expire(deadline: Deadline) -> None:
 _NO_CONTEXT = contextvars.Context()  # the timer's callback reads no context variable
 
 
+async def sleep_at_least(delay: float) -> None:
+    """Sleep `delay` seconds, never less: uvloop's timers fire up to a millisecond early (they
+    round to whole milliseconds from a cached loop time), and a retry that comes before the
+    server's `retry-after` is an undercut the server may punish."""
+    end = time.monotonic() + delay
+    await asyncio.sleep(delay)
+    while (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(left + 0.0005)
+
+
 def timed_out(attempt: int, timeout_s: float) -> BackendTimeoutError:
     """The error of an attempt that ran past its timeout (retryable)."""
     return BackendTimeoutError(f"attempt {attempt} timed out after {timeout_s:g} s")
@@ -199,7 +210,7 @@ class Retrying:
                 delay = self.after_failure(
                     agent, n, max_attempts, error, final is not None and final()
                 )
-            await asyncio.sleep(delay)
+            await sleep_at_least(delay)
 
     def give_up_if_final(
         self, agent: str, attempt: int, max_attempts: int, error: BackendError, final: bool

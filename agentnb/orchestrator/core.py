@@ -36,7 +36,7 @@ from ..options import CallOptions, OptionArgs
 from ..progress import Progress, job_progress
 from ..result import AgentResult
 from .admission import Admission, ConcurrencyLimit
-from .attempts import Deadline, Retrying, timed_out
+from .attempts import Deadline, Retrying, sleep_at_least, timed_out
 from .caching import answer, memory_hit
 from .calls import CallLike, options_of
 from .fanout import Batch, run_pool
@@ -374,7 +374,7 @@ class AsyncAgentOrchestrator:
             delay = retrying.after_failure(
                 p.spec.name, n, p.max_attempts, error, final is not None and final()
             )
-            await asyncio.sleep(delay)
+            await sleep_at_least(delay)
 
     # -- results and records ------------------------------------------------------------------
     async def _run_many(

@@ -90,8 +90,10 @@ class Batch:
                     c = AgentCall.coerce(call, i)
                     append((check(c.agent, c.task), c.task, common.merged(c.options)))
             except AgentnbError as exc:
-                if exc.args and isinstance(exc.args[0], str):  # say which call, keep the type
-                    exc.args = (f"call #{i}: {exc.args[0]}", *exc.args[1:])
+                where = f"call #{i}: "
+                first = exc.args[0] if exc.args else None
+                if isinstance(first, str) and not first.startswith(where):  # say which call
+                    exc.args = (where + first, *exc.args[1:])
                 raise
 
     def __len__(self) -> int:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..options import check_text
 from ..result import AgentResult
 from .events import StepEvent
 from .model import Step, Workflow
@@ -166,6 +167,11 @@ class _Scheduler:
         # `inputs:` are the workflow's defaults; the caller's variables override them.
         self.values: dict[str, str] = dict(workflow.inputs)
         self.values.update({n: str(variables[n]) for n in names if n in variables})
+        for name, value in self.values.items():
+            try:
+                check_text(value, f"variable {name!r}")
+            except ValueError as exc:  # it could never be sent: refuse it before anything runs
+                raise invalid(str(exc), field="variables") from None
         self.results: dict[str, StepResult] = {}
         self.started: dict[str, tuple[float, datetime]] = {}
         self.stopping = False
