@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="tiny sizes and latencies: checks that the suite runs (the figures mean nothing)",
     )
+    b.add_argument(
+        "--reliability",
+        action="store_true",
+        help="only the reliability probes (faults, kills, tampering, bad inputs, forks, "
+        "secrets); with --quick under 30 s",
+    )
 
     sub.add_parser("config", help="show the effective settings (the API key is never shown)")
     return p
@@ -248,7 +254,8 @@ def _bench(args: argparse.Namespace) -> int:
     def progress(title: str) -> None:
         print(f"agentnb bench: {title} ...", file=sys.stderr, flush=True)
 
-    run = run_suite(quick=args.quick, smoke=args.smoke, progress=progress)
+    only = ("reliability",) if args.reliability else None
+    run = run_suite(quick=args.quick, smoke=args.smoke, only=only, progress=progress)
     print(render(run))
     if args.out:
         for path in write_outputs(run, args.out):

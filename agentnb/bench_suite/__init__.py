@@ -30,12 +30,19 @@ latency, for the tests only):
   `AnthropicBackend`, both on the simulator's HTTP transport.
 - cached_rerun: a 20-call batch at 200 ms, first run vs fully cached re-runs.
 - speedup: `compare_speedup` (sequential, concurrent, cached) on 20 calls (quick: 10) at 200 ms.
+- reliability (the full suite, or alone with `--reliability`, whose `--quick` takes well under
+  30 s): 3,000 calls under 20 % mixed faults and their retry-after gaps (quick: 1,000), 40
+  SIGKILLed SQLite writers (quick: 10), 15 tampered cache rows, 300 calls across a
+  redis-server killed mid-run (quick: 100), some 190 bad inputs, 40 calls in forked workers
+  (quick: 10), and a fake API key searched on every output surface; what did not hold is
+  listed under the table.
 
 One module per group of sections: `_concurrency` (fanout, overhead, speedup), `_caching`
-(cache, cached_rerun), `_workflow`, `_scale`, `_sdk`; `_cache_micro` and `_scheduler_micro`
-time the cache tiers and the scheduler alone for `_caching` and `_workflow`; `_profile` profiles
-missed goals; `_common` holds `Section`, `Goal` and the bench orchestrators, and `_suite` runs
-them all and formats the output.
+(cache, cached_rerun), `_workflow`, `_scale`, `_sdk`, `_reliability` (with one
+`_reliability_*` module a probe); `_cache_micro` and `_scheduler_micro` time the cache tiers and
+the scheduler alone for `_caching` and `_workflow`; `_profile` profiles missed goals; `_common`
+holds `Section`, `Goal` and the bench orchestrators, and `_suite` runs them all and formats the
+output.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from ._caching import bench_cache_tiers, bench_cached_rerun
 from ._common import Goal, Section
 from ._concurrency import bench_fanout, bench_overhead, bench_speedup
 from ._profile import profile_top
+from ._reliability import bench_reliability
 from ._scale import bench_scale
 from ._sdk import bench_sdk_baseline
 from ._suite import SuiteRun, goals_table, render, run_suite, to_markdown, write_outputs
@@ -57,6 +65,7 @@ __all__ = [
     "bench_cached_rerun",
     "bench_fanout",
     "bench_overhead",
+    "bench_reliability",
     "bench_scale",
     "bench_sdk_baseline",
     "bench_speedup",

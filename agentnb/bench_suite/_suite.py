@@ -8,7 +8,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from ..loop import get_home_loop
 from ._caching import bench_cache_tiers, bench_cached_rerun
 from ._common import Goal, Row, Section, public
 from ._concurrency import bench_fanout, bench_overhead, bench_speedup
+from ._reliability import bench_reliability
 from ._scale import bench_scale
 from ._sdk import bench_sdk_baseline
 from ._workflow import bench_workflow
@@ -40,18 +41,25 @@ def _load() -> list[float]:
 
 
 def run_suite(
-    *, quick: bool = False, smoke: bool = False, progress: Callable[[str], None] | None = None
+    *,
+    quick: bool = False,
+    smoke: bool = False,
+    only: Collection[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SuiteRun:
     """Run every section, then profile the code behind each missed goal.
 
     `quick` keeps every section within about 5 s; `smoke` makes every size and latency tiny (a
-    few seconds in all; only for the tests: its figures mean nothing). `progress` is told each
-    section's title before it runs.
+    few seconds in all; only for the tests: its figures mean nothing). `only` runs just the
+    sections with those keys (`bench --reliability` is `only=("reliability",)`); the reliability
+    section is otherwise part of the full suite alone (its quick mode takes up to 30 s).
+    `progress` is told each section's title before it runs.
     """
     say = progress or (lambda _title: None)
     mode = "smoke" if smoke else "quick" if quick else "full"
     environment: dict[str, Any] = {
         "mode": mode,
+        **({"only": sorted(only)} if only is not None else {}),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "home_loop": get_home_loop().kind,
@@ -65,6 +73,8 @@ def run_suite(
     sections: list[Section] = []
 
     def add(key: str, title: str, note: str, fn: Callable[[], Any]) -> None:
+        if only is not None and key not in only:
+            return
         say(title)
         gc.collect()  # no section pays for the garbage of the one before
         t0 = time.perf_counter()
@@ -145,7 +155,17 @@ def run_suite(
             10 if quick else 20, latency_s=lat, repeats=1 if quick or smoke else 3
         ),
     )
-    run = SuiteRun(mode, sections, environment)
+    if only is not None or mode == "full":
+        add(
+            "reliability",
+            "Reliability: faults, kills, tampering, bad inputs, forks, secrets",
+            "n = how many were tried; what did not hold is listed under the table",
+            lambda: bench_reliability(
+                quick=quick, smoke=smoke, progress=lambda probe: say(f"reliability: {probe}")
+            ),
+        )
+    label = mode if only is None else f"{mode}: {', '.join(sorted(only))}"
+    run = SuiteRun(label, sections, environment)
     for section in sections:
         for goal in _goals(section):
             if goal.met is False and goal.profile is not None:
@@ -236,11 +256,28 @@ def header(run: SuiteRun) -> str:
     )
 
 
+def did_not_hold(section: Section) -> dict[str, list[str]]:
+    """What did not hold in the section's rows (their private `_failures`), by row figure."""
+    return {
+        str(row.get("figure", "?")): list(row["_failures"])
+        for row in section.rows
+        if row.get("_failures")
+    }
+
+
 def render(run: SuiteRun) -> str:
-    """The whole output as Markdown: header, each section's table, the goals, the profiles."""
+    """The whole output as Markdown: header, each section's table (and what did not hold),
+    the goals, the profiles."""
     parts = [header(run)]
     for s in run.sections:
         parts.append(f"### {s.title} ({s.seconds:.1f} s)\n\n{s.note}\n\n{to_markdown(s.rows)}")
+        failed = did_not_hold(s)
+        if failed:
+            listed = "\n".join(
+                f"- {figure}:\n" + "\n".join(f"  - {line}" for line in lines)
+                for figure, lines in failed.items()
+            )
+            parts.append(f"Did not hold:\n\n{listed}")
     goals = goals_table(run.sections)
     missed = sum(1 for g in goals if g["met"] is False)
     parts.append(f"### Goals: {len(goals) - missed} of {len(goals)} met\n\n{to_markdown(goals)}")
@@ -267,6 +304,7 @@ def write_outputs(run: SuiteRun, out: Path) -> list[Path]:
                 "note": s.note,
                 "seconds": round(s.seconds, 2),
                 "rows": [public(r) for r in s.rows],
+                "did_not_hold": did_not_hold(s),
             }
             for s in run.sections
         ],
