@@ -378,11 +378,15 @@ def _fields(
         raise AgentFileError(
             f"{where}: agent {shown(name)} has no system prompt (the body is empty)"
         )
+    model = text("model")
+    if model is None and "model" in data and data["model"] is not None:
+        # `model: ""` is a mistake, not a wish for the default: leave the key out for that.
+        raise bad("model", "a model id or alias (leave it out for the default)")
     return AgentFields(
         name=name,
         description=text("description") or "",
         system_prompt=prompt,
-        model=text("model"),
+        model=model,
         tools=tools,
         temperature=temperature,
         max_tokens=max_tokens,

@@ -1035,3 +1035,12 @@ def test_example_agents(name: str, model: str, extra: dict[str, object]) -> None
     for key, value in extra.items():
         assert getattr(spec, key) == value
     assert spec.system_prompt.startswith("You ")
+
+
+def test_an_empty_model_in_an_agent_file_is_refused(tmp_path: Path) -> None:
+    from agentnb.agents import AgentSpec
+    from agentnb.errors import AgentFileError
+
+    with pytest.raises(AgentFileError, match="'model' must be a model id or alias"):
+        AgentSpec.from_markdown("---\nname: blank\nmodel: ''\n---\nYou help.")
+    assert AgentSpec.from_markdown("---\nname: fine\n---\nYou help.").model is None
