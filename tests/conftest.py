@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config as TraitletsConfig
 
 from agentnb.backends import AnthropicBackend, Backend, SimulatedBackend, simulator_transport
 
@@ -46,3 +48,13 @@ def any_backend(
 ) -> Backend:
     """Each backend in turn; both are driven by the same `sim_backend` (inject faults there)."""
     return sim_backend if request.param == "simulated" else sdk_backend
+
+
+@pytest.fixture(scope="module")
+def shell(tmp_path_factory: pytest.TempPathFactory) -> InteractiveShell:
+    """The process's InteractiveShell, its profile and history kept out of the home directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
+        cfg = TraitletsConfig()
+        cfg.HistoryManager.hist_file = ":memory:"
+        return InteractiveShell.instance(config=cfg)

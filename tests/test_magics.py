@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
-from traitlets.config import Config as TraitletsConfig
 
 import agentnb
 from agentnb.config import Config, field_names
@@ -42,16 +41,6 @@ steps:
   - {id: c, agent: writer, task: "third about {{topic}}"}
   - {id: d, agent: python-expert, task: "merge {{a}} {{b}} {{c}}"}
 """
-
-
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory: pytest.TempPathFactory) -> InteractiveShell:
-    """The process's InteractiveShell, its profile and history kept out of the home directory."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
-        cfg = TraitletsConfig()
-        cfg.HistoryManager.hist_file = ":memory:"
-        return InteractiveShell.instance(config=cfg)
 
 
 @pytest.fixture

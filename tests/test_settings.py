@@ -129,16 +129,6 @@ def test_none_for_cache_dir_means_configs_own_default(tmp_path: Path) -> None:
 
 
 # -- through a real shell ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory: pytest.TempPathFactory) -> InteractiveShell:
-    """The process's InteractiveShell, its profile and history kept out of the home directory."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
-        cfg = TraitletsConfig()
-        cfg.HistoryManager.hist_file = ":memory:"
-        return InteractiveShell.instance(config=cfg)
-
-
 @pytest.fixture
 def ip(
     shell: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
