@@ -598,7 +598,7 @@ async def test_a_signed_row_that_does_not_parse_is_dropped(
     cache = make_cache()
     await cache.set(key(1), payload(1), agent="w")
     for value in (b"not json", b"[1, 2]"):
-        mac = Signer(SECRET).sign(key(1), value)
+        mac = Signer(SECRET).sign(key(1), value, "w")
         db_exec(cache_dir, "UPDATE entries SET value = ?, mac = ?", value, mac)
         fresh = make_cache()
         assert await fresh.get(key(1)) is None
@@ -1118,3 +1118,17 @@ def test_disk_tier_thread_is_the_only_one_touching_sqlite(make_cache: CacheFacto
     with pytest.raises(sqlite3.ProgrammingError, match="thread"):
         store.connection.execute("SELECT 1")
     assert store.call(lambda: threading.current_thread().name).startswith("agentnb-cache-sqlite")
+
+
+async def test_an_entrys_agent_and_expiry_are_signed_too(
+    make_cache: CacheFactory, cache_dir: Path
+) -> None:
+    cache = make_cache()
+    await cache.set(key(1), payload(1), agent="w")
+    await cache.set(key(2), payload(2), agent="w")
+    # Stretching an entry's life or renaming its agent by editing the file is a bad entry.
+    db_exec(cache_dir, "UPDATE entries SET expires_at = ? WHERE key = ?", 4.0e9, key(1))
+    db_exec(cache_dir, "UPDATE entries SET agent = ? WHERE key = ?", "someone-else", key(2))
+    fresh = make_cache()
+    assert await fresh.get(key(1)) is None and await fresh.get(key(2)) is None
+    assert fresh.stats()["integrity_failures"] == 2

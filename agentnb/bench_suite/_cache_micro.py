@@ -126,7 +126,7 @@ def bench_cache(
                         keys[i],
                         "writer",
                         values[i],
-                        signer.sign(keys[i], values[i]),
+                        signer.sign(keys[i], values[i], "writer"),
                         len(values[i]),
                         now,
                         now,

@@ -66,9 +66,12 @@ def _swap(conn: sqlite3.Connection, key: str, other: str) -> None:
 def _resigned(secret: bytes, value: bytes | None = None) -> Tamper:
     def tamper(conn: sqlite3.Connection, key: str, other: str) -> None:
         new = _get(conn, key)[0] if value is None else value
+        agent, expires_at = conn.execute(
+            "SELECT agent, expires_at FROM entries WHERE key = ?", (key,)
+        ).fetchone()
         conn.execute(
             "UPDATE entries SET value = ?, mac = ? WHERE key = ?",
-            (new, Signer(secret).sign(key, new), key),
+            (new, Signer(secret).sign(key, new, agent, expires_at), key),
         )
 
     return tamper
@@ -113,12 +116,12 @@ TAMPERS: dict[str, Tamper] = {
     "value NULL": _null("value"),
     "HMAC NULL": _null("mac"),
     "agent NULL": _null("agent"),
-}
-#: Changes to columns outside the HMAC: reported, with no goal.
-UNSIGNED: dict[str, Tamper] = {
+    # The agent and the expiry are signed too: neither can be edited into a served entry.
     "agent column renamed": _column("agent", "someone-else"),
     "expires_at pushed 10 years on": _column("expires_at", 4.0e9),
 }
+#: Changes to columns outside the HMAC: reported, with no goal (none left since they are signed).
+UNSIGNED: dict[str, Tamper] = {}
 
 
 def _try(kind: str, tamper: Tamper, tmp: Path) -> tuple[list[bool], bool, int]:

@@ -102,16 +102,37 @@ class Signer:
             raise CacheError("the cache secret must not be empty")
         self._base = hmac.new(secret, _DOMAIN, hashlib.sha256)
 
-    def sign(self, key: str, value: bytes) -> bytes:
-        """The 32-byte MAC of `key` and `value`."""
+    def sign(
+        self, key: str, value: bytes, agent: str = "", expires_at: float | None = None
+    ) -> bytes:
+        """The 32-byte MAC of an entry: its key, value, agent and expiry.
+
+        The agent and the expiry are signed too, so an entry's life cannot be stretched nor its
+        agent renamed (hiding it from `invalidate(agent=...)`) by editing the database.
+        """
         h = self._base.copy()
         h.update(key.encode("ascii", "replace"))
+        h.update(b"\x00")
+        h.update(agent.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+        h.update(b"" if expires_at is None else repr(float(expires_at)).encode("ascii"))
         h.update(b"\x00")
         h.update(value)
         return h.digest()
 
-    def verify(self, key: str, value: object, mac: object) -> bool:
-        """True when `mac` is the MAC of `key` and `value`; False for anything malformed."""
+    def verify(
+        self,
+        key: str,
+        value: object,
+        mac: object,
+        agent: object = "",
+        expires_at: object = None,
+    ) -> bool:
+        """True when `mac` is the MAC of the entry; False for anything malformed."""
         if not isinstance(value, bytes) or not isinstance(mac, bytes) or len(mac) != MAC_SIZE:
             return False
-        return hmac.compare_digest(self.sign(key, value), mac)
+        if not isinstance(agent, str) or not (
+            expires_at is None or isinstance(expires_at, (int, float))
+        ):
+            return False
+        return hmac.compare_digest(self.sign(key, value, agent, expires_at), mac)

@@ -271,7 +271,10 @@ class RedisTier:
                 with self._lock:
                     self.expirations += 1
                 return None
-            if not isinstance(value, bytes) or not self._signer.verify(key, value, mac):
+            agent_text = agent.decode("utf-8") if isinstance(agent, bytes) else None
+            if not isinstance(value, bytes) or not self._signer.verify(
+                key, value, mac, agent_text, expires_at
+            ):
                 raise _BadEntry("its HMAC does not match (tampered, truncated or another secret)")
             payload = orjson.loads(value)
             if not isinstance(payload, dict) or not isinstance(agent, bytes):
@@ -300,7 +303,7 @@ class RedisTier:
             name,
             mapping={
                 "v": value,
-                "m": self._signer.sign(key, value),
+                "m": self._signer.sign(key, value, agent, expires_at),
                 "a": agent,
                 "e": "" if expires_at is None else repr(expires_at),
             },

@@ -353,7 +353,7 @@ class SQLiteTier:
                 if self._write_if_free("dropping an expired entry", conn, drop, (key, mac)):
                     self.expirations += 1
                 return None
-            if not self._signer.verify(key, value, mac):
+            if not self._signer.verify(key, value, mac, agent, expires_at):
                 raise _BadRow("its HMAC does not match (tampered, truncated or another secret)")
             payload = orjson.loads(value)
             if not isinstance(payload, dict) or not isinstance(agent, str):
@@ -390,7 +390,7 @@ class SQLiteTier:
             self.oversize += 1
             return
         now = self._clock()
-        mac = self._signer.sign(key, value)
+        mac = self._signer.sign(key, value, agent, expires_at)
         with _transaction(conn):
             conn.execute(UPSERT, (key, agent, value, mac, size, now, now, expires_at))
             self._writes += 1
