@@ -192,7 +192,9 @@ def _parse_vars(items: list[str]) -> dict[str, str]:
 
 
 def _read_text(path: Path, what: str) -> str:
-    """A file's text for `what`, or one clear error (missing, a directory, not UTF-8 text)."""
+    """A `--var @file`'s text for `what`, or one clear error (a directory, not UTF-8 text).
+
+    Workflow files are read by `Workflow.from_yaml`, within the YAML limits."""
     if path.is_dir():
         raise AgentnbError(f"{what}: {path} is a directory, not a file")
     try:
@@ -214,8 +216,7 @@ def _run_workflow(args: argparse.Namespace) -> int:
 
     if not args.file.exists():
         raise AgentnbError(f"workflow file {args.file} does not exist")
-    # Read here, so a directory or a binary file is one clear line, not a traceback.
-    workflow = Workflow.from_yaml(_read_text(args.file, "workflow file"))
+    workflow = Workflow.from_yaml(args.file)  # a directory or a binary file: one clear line
     variables = _parse_vars(args.var)
     with AgentOrchestrator(_config(args)) as orch:
         workflow.validate(agents=orch.agents, variables=variables)

@@ -258,12 +258,7 @@ class CallOptions:
                 )
             if value is not None:
                 clean[name] = _checked(spec, name, value, source)
-        if not clean:
-            return EMPTY
-        opts = object.__new__(cls)
-        for name in _SPECS:
-            object.__setattr__(opts, name, clean.get(name))
-        return opts
+        return _make(clean)
 
     def merged(self, over: CallOptions) -> CallOptions:
         """These options with every option set in `over` taking precedence."""
@@ -308,12 +303,21 @@ class OptionArgs(TypedDict, total=False):
 _SPECS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(CallOptions)}
 #: Step keys (in a workflow step and in `defaults:`) -> option names.
 STEP_KEYS: dict[str, str] = {(o.step_key or n): n for n, o in _SPECS.items()}
-#: Options that change the answer (part of the cache key).
-KEY_OPTIONS: tuple[str, ...] = tuple(n for n, o in _SPECS.items() if o.in_key)
 
-EMPTY: CallOptions = object.__new__(CallOptions)
-for _name in _SPECS:
-    object.__setattr__(EMPTY, _name, None)
+
+def _new(checked: Mapping[str, Any]) -> CallOptions:
+    opts = object.__new__(CallOptions)
+    for name in _SPECS:
+        object.__setattr__(opts, name, checked.get(name))
+    return opts
+
+
+EMPTY: CallOptions = _new({})
+
+
+def _make(checked: Mapping[str, Any]) -> CallOptions:
+    """Options from values already checked (absent ones unset); `EMPTY` when none is set."""
+    return _new(checked) if checked else EMPTY
 
 
 def _checked(spec: Option, name: str, value: Any, source: str) -> Any:
@@ -340,9 +344,7 @@ def option_specs() -> dict[str, Option]:
 
 
 # -- generated surfaces ---------------------------------------------------------------------------
-def add_arguments(
-    add: Callable[..., Any], *, only: Iterable[str] | None = None, dest_prefix: str = ""
-) -> None:
+def add_arguments(add: Callable[..., Any], *, only: Iterable[str] | None = None) -> None:
     """Declare each option's flags through `add` (`parser.add_argument` or a magic decorator).
 
     Values arrive as typed by argparse (`int`, `float`, text) and are checked by
@@ -352,7 +354,7 @@ def add_arguments(
     for name, spec in _SPECS.items():
         if not spec.flags or (wanted is not None and name not in wanted):
             continue
-        kwargs: dict[str, Any] = {"dest": dest_prefix + name, "help": spec.help, "default": None}
+        kwargs: dict[str, Any] = {"dest": name, "help": spec.help, "default": None}
         if spec.negate:
             kwargs.update(action="store_const", const=False)
         elif spec.repeat:
@@ -377,11 +379,11 @@ def _lenient(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return lenient
 
 
-def from_namespace(args: argparse.Namespace, *, source: str, dest_prefix: str = "") -> CallOptions:
+def from_namespace(args: argparse.Namespace, *, source: str) -> CallOptions:
     """The `CallOptions` in parsed arguments (from `add_arguments`); errors name the flag."""
     values: dict[str, Any] = {}
     for name, spec in _SPECS.items():
-        value = getattr(args, dest_prefix + name, None)
+        value = getattr(args, name, None)
         if value is None:
             continue
         try:
@@ -391,4 +393,4 @@ def from_namespace(args: argparse.Namespace, *, source: str, dest_prefix: str = 
             raise OptionError(
                 f"{source} {flag}: must be {exc}, got {shown(value)}", option=name, source=source
             ) from None
-    return CallOptions.build(values, source=source) if values else EMPTY
+    return _make(values)

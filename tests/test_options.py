@@ -186,8 +186,13 @@ def test_cache_key_covers_answer_options_only(orch: Any) -> None:
         name: orch.prepare("writer", "same task", **{name: v}).key for name, v in changed.items()
     }
     assert base not in keys.values() and len(set(keys.values())) == len(changed)
-    for name, value in {"timeout_s": 3.0, "max_attempts": 2, "use_cache": False}.items():
+    unchanged = {"timeout_s": 3.0, "max_attempts": 2, "use_cache": False}
+    for name, value in unchanged.items():
         assert orch.prepare("writer", "same task", **{name: value}).key == base, name
+    # The declarations say the same: every option is tried, and `in_key` marks those in the key.
+    specs = option_specs()
+    assert set(changed) | set(unchanged) == set(specs)
+    assert {n for n, spec in specs.items() if spec.in_key} == set(changed)
 
 
 def test_flags_that_do_not_convert_are_refused_in_one_line_by_the_option_check() -> None:

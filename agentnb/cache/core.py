@@ -190,16 +190,16 @@ class ResponseCache:
             return True
         return any(fnmatch.fnmatchcase(agent, pattern) for pattern in self._exclude)
 
-    def memory_lookup(self, key: str) -> Payload | None:
+    def memory_lookup(self, key: str, *, copy: bool = False) -> Payload | None:
         """The payload under `key` if the memory tier holds it (counted as a hit), else None.
 
         Safe from any thread, and answered there: a blocking caller's hit needs no event loop.
-        The payload is the tier's own: read it, do not change it.
+        Without `copy` the payload is the tier's own: read it, do not change it.
         """
         memory = self._memory
-        if memory is None:
+        if memory is None:  # off, or closed while a caller waited
             return None
-        hit = memory.get(key, copy=False)
+        hit = memory.get(key, copy=copy)
         if hit is not None and self._store is not None:
             self._store.touch(key)
         return hit
@@ -209,7 +209,7 @@ class ResponseCache:
         """(payload, tier) for a hit (`"memory"`, `"disk"` or `"redis"`), None for a miss."""
         if self._memory is None:
             return None
-        hit = self._memory_get(key)
+        hit = self.memory_lookup(key, copy=True)
         if hit is not None:
             return hit, "memory"
         found = await self._store_get(key)
@@ -249,7 +249,7 @@ class ResponseCache:
             return await compute(), None
         loop = asyncio.get_running_loop()
         while True:
-            hit = self._memory_get(key)
+            hit = self.memory_lookup(key, copy=True)
             if hit is not None:
                 return hit, "memory"
             pending = self._inflight.get(key)
@@ -293,15 +293,6 @@ class ResponseCache:
         finally:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
-
-    def _memory_get(self, key: str) -> Payload | None:
-        memory = self._memory
-        if memory is None:  # closed while we waited
-            return None
-        hit = memory.get(key)
-        if hit is not None and self._store is not None:
-            self._store.touch(key)
-        return hit
 
     async def _store_get(self, key: str) -> tuple[Payload, str] | None:
         if self._store is None:

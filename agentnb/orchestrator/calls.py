@@ -83,7 +83,7 @@ class AgentCall:
             return call
         where = f"call #{index}"
         if isinstance(call, tuple) and len(call) == 2:
-            return _checked(cls, call[0], call[1], {}, where)
+            return cls(call[0], call[1])
         if isinstance(call, Mapping):
             if "agent" not in call or "task" not in call:
                 raise AgentnbError(
@@ -91,20 +91,10 @@ class AgentCall:
                     f"got {sorted(map(str, call))}"
                 )
             rest = {k: v for k, v in call.items() if k not in ("agent", "task")}
-            return _checked(cls, call["agent"], call["task"], rest, where)
+            return cls(call["agent"], call["task"], CallOptions.build(rest, source=where))
         raise AgentnbError(
             f"{where}: expected AgentCall, (agent, task) or a dict, got {type(call).__name__}"
         )
-
-
-def _checked(
-    cls: type[AgentCall], agent: Any, task: Any, options: Mapping[str, Any], where: str
-) -> AgentCall:
-    call = object.__new__(cls)
-    call.agent = agent
-    call.task = task
-    call.options = CallOptions.build(options, source=where)
-    return call
 
 
 CallLike = AgentCall | tuple[str, str] | Mapping[str, Any]

@@ -183,7 +183,7 @@ class AsyncAgentOrchestrator:
             type(max_concurrency) is not int or not 1 <= max_concurrency <= 100_000
         ):
             raise AgentnbError(
-                f"max_concurrency must be a whole number of at least 1, got {max_concurrency!r}"
+                f"max_concurrency must be a whole number from 1 to 100,000, got {max_concurrency!r}"
             )
         common = options_of(options, overrides, "execute_multiple")
         batch = Batch(self.preparer, calls, common)

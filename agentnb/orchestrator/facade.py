@@ -19,6 +19,7 @@ from .._fork import at_fork_in_child
 from ..agents import AgentRegistry
 from ..backends import Backend
 from ..config import Config
+from ..errors import AgentnbError
 from ..metrics import PerformanceTracker, PriceTable
 from ..options import CallOptions, OptionArgs
 from ..result import AgentResult
@@ -114,8 +115,6 @@ class AgentOrchestrator:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self.aio.closed:
             coro.close()
-            from ..errors import AgentnbError
-
             raise AgentnbError("this orchestrator is closed")
         return self.aio.home.run_sync(coro)
 

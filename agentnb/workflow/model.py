@@ -167,12 +167,17 @@ class Workflow:
         ):
             return _from_text(text_or_path)
         path = Path(os.fspath(text_or_path).strip()).expanduser()
+        if path.is_dir():
+            raise WorkflowError(f"cannot read workflow file {path}: it is a directory, not a file")
         try:
             text = read_bounded(path)
         except OSError as exc:
             raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError:
-            raise WorkflowError(f"cannot read workflow file {path}: not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise WorkflowError(
+                f"cannot read workflow file {path}: it is not UTF-8 text (near character "
+                f"{exc.start})"
+            ) from None
         except YAMLLimitError as exc:
             raise WorkflowError(f"cannot read workflow file {path}: {exc}") from None
         return _from_text(text)
