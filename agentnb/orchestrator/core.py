@@ -412,11 +412,16 @@ class AsyncAgentOrchestrator:
         return not (arg is False or (arg is None and not self.config.progress) or total < 2)
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def check_open(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:
+        """Raise `AgentnbError` once the orchestrator is closed (closing `coro`, never run)."""
+        if self._closed:
+            if coro is not None:
+                coro.close()
+            raise AgentnbError("this orchestrator is closed")
+
     async def on_home(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await `coro` on the home loop (refused once the orchestrator is closed)."""
-        if self._closed:
-            coro.close()
-            raise AgentnbError("this orchestrator is closed")
+        self.check_open(coro)
         return await self.home.run_async(coro)
 
     async def _aclose_on_home(self) -> None:

@@ -19,7 +19,6 @@ from .._fork import at_fork_in_child
 from ..agents import AgentRegistry
 from ..backends import Backend
 from ..config import Config
-from ..errors import AgentnbError
 from ..metrics import PerformanceTracker, PriceTable
 from ..options import CallOptions, OptionArgs
 from ..result import AgentResult
@@ -113,9 +112,7 @@ class AgentOrchestrator:
         return self.aio.closed
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self.aio.closed:
-            coro.close()
-            raise AgentnbError("this orchestrator is closed")
+        self.aio.check_open(coro)
         return self.aio.home.run_sync(coro)
 
     #: `AsyncAgentOrchestrator.prepare`: check a call, run nothing.

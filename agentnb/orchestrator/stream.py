@@ -40,8 +40,7 @@ class AgentStream:
     def _items(self) -> AsyncIterator[str | AgentResult]:
         if self._started:
             raise AgentnbError("a stream can be iterated only once")
-        if self._orch.closed:
-            raise AgentnbError("this orchestrator is closed")
+        self._orch.check_open()
         self._started = True
         return self._orch.stream_chunks(self.call)
 
