@@ -54,6 +54,17 @@ SIM_FAULT_KINDS = ("rate_limit", "server_error", "overloaded", "timeout", "conne
 TEN_YEARS_S = 10 * 365 * 24 * 3600.0  # the longest cache_ttl_s: past it, a TTL is a mistake
 
 
+RatelimitBackendName = Literal["auto", "local", "sqlite", "redis"]
+#: The keys of one entry of `rate_limits:` and `sim_limits:` (per model class, or "*").
+QUOTA_KEYS = ("rpm", "itpm", "otpm", "burst_s")
+SIM_QUOTA_KEYS = (*QUOTA_KEYS, "ramp_s")
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "agentnb"
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "agentnb"
@@ -120,6 +131,39 @@ class Config:
         ge=0,
         le=1_000_000,
     )
+    # -- quota and budget -------------------------------------------------------------------
+    rate_limiting: bool = setting(
+        True,
+        help="Pace calls to the API's rate limits (learned from its headers, or rate_limits) "
+        "instead of only reacting to 429s.",
+    )
+    rate_limits: dict[str, dict[str, float]] = setting(
+        default_factory=dict,
+        help="Known quotas per model class ('sonnet', 'opus', 'haiku', or '*' for any): "
+        "{rpm, itpm, otpm, burst_s}; others are learned from the API's headers.",
+    )
+    ratelimit_backend: RatelimitBackendName = setting(
+        "auto",
+        help="Where the quota's buckets live: 'local' (this process), 'sqlite' (every process "
+        "on this machine), 'redis' (every machine on redis_url); 'auto': sqlite when the "
+        "cache is sqlite, else local.",
+    )
+    adaptive_concurrency: bool = setting(
+        True,
+        help="Under a quota, start slowly and halve the calls in flight on 429/529 "
+        "(additive increase, multiplicative decrease), up to max_concurrency.",
+    )
+    max_cost_usd: float | None = setting(
+        None, help="Budget of one job (execute_multiple, a workflow) in USD; none if unset.", ge=0
+    )
+    session_budget_usd: float | None = setting(
+        None, help="Budget of everything this orchestrator runs, in USD; none if unset.", ge=0
+    )
+    state_dir: Path = setting(
+        default_factory=_default_state_dir,
+        help="Directory of agentnb's state (shared quota, batch ledger; default: "
+        "$XDG_STATE_HOME/agentnb or ~/.local/state/agentnb).",
+    )
     # -- agents -----------------------------------------------------------------------------
     agents_dirs: list[Path] = setting(
         default_factory=list,
@@ -141,6 +185,22 @@ class Config:
     )
     sim_rpm_limit: int | None = setting(
         None, help="Simulator: requests per minute before it answers 429.", ge=1
+    )
+    sim_limits: dict[str, dict[str, float]] = setting(
+        default_factory=dict,
+        help="Simulator: quotas it enforces per model class ('sonnet', ..., or '*'): "
+        "{rpm, itpm, otpm, burst_s, ramp_s}, as the API does (429 past them).",
+    )
+    sim_spend_limit_usd: float | None = setting(
+        None,
+        help="Simulator: spend (at list prices) after which it answers the spend-limit 429.",
+        ge=0,
+    )
+    sim_fault_burst: float = setting(
+        1.0,
+        help="Simulator: mean length of a run of random faults (1: independent draws).",
+        ge=1,
+        le=1000,
     )
     # -- response cache ---------------------------------------------------------------------
     cache_enabled: bool = setting(True, help="Reuse earlier answers to identical calls.")
@@ -415,6 +475,8 @@ def _check_value(key: str, value: Any, *, source: str) -> None:
     problem = bounds.problem(value) if bounds is not None else None
     if problem is not None:
         raise ConfigError(f"{source}: setting {key!r} must be {problem}, got {shown(value)}")
+    if key in ("rate_limits", "sim_limits"):
+        _check_quotas(key, value, source=source)
     if key == "sim_fault_kinds":
         unknown = [k for k in value if k not in SIM_FAULT_KINDS]
         if unknown:
@@ -423,6 +485,17 @@ def _check_value(key: str, value: Any, *, source: str) -> None:
                 f"{', '.join(shown(k) for k in unknown[:3])}{', ...' if len(unknown) > 3 else ''}; "
                 f"choose from {list(SIM_FAULT_KINDS)}"
             )
+
+
+def _check_quotas(key: str, value: dict[str, dict[str, float]], *, source: str) -> None:
+    allowed = SIM_QUOTA_KEYS if key == "sim_limits" else QUOTA_KEYS
+    for model, entry in value.items():
+        for name, number in entry.items():
+            where = f"{source}: setting {key!r}, model class {shown(model)}"
+            if name not in allowed:
+                raise ConfigError(f"{where}: unknown key {shown(name)}; use {', '.join(allowed)}")
+            if not (math.isfinite(number) and number > 0):
+                raise ConfigError(f"{where}: {name} must be a number above 0, got {shown(number)}")
 
 
 def _check_ranges(cfg: Config, *, source: str) -> None:

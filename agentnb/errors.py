@@ -17,14 +17,16 @@ AgentnbError
  │    └── WorkflowValidationError names the step, the field and the YAML line
  ├── CacheError                   cache directory unusable, Redis misconfigured
  ├── AgentCallError               a call failed for good: agent, attempts made, last cause
+ ├── BudgetExceededError          a call not started: it could take the run past its budget
  └── BackendError                 raised by backends; `retryable` says whether to try again
       ├── RetryableError             `retry_after`: the server's hint in seconds, when it sent one
-      │    ├── RateLimitError        429
+      │    ├── RateLimitError        429 (a rate limit: wait and try again)
       │    ├── OverloadedError       529
       │    ├── ServerError           500-599 (and 408/409, which the API also asks to retry)
       │    ├── BackendTimeoutError   the attempt ran past its timeout
       │    └── BackendConnectionError connection refused/reset
       └── (not retryable)
+           ├── SpendLimitError       429 whose body says the spend limit is reached (no retry)
            ├── BadRequestError       400 (and 413/422)
            ├── AuthenticationError   401
            ├── PermissionDeniedError 403
@@ -33,6 +35,12 @@ AgentnbError
 """
 
 from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .quota import RateLimits
 
 __all__ = [
     "AgentCallError",
@@ -45,6 +53,7 @@ __all__ = [
     "BackendError",
     "BackendTimeoutError",
     "BadRequestError",
+    "BudgetExceededError",
     "CacheError",
     "ConfigError",
     "InvalidAgentNameError",
@@ -55,11 +64,17 @@ __all__ = [
     "RateLimitError",
     "RetryableError",
     "ServerError",
+    "SpendLimitError",
     "TaskTooLongError",
     "WorkflowError",
     "WorkflowValidationError",
     "error_for_status",
+    "is_spend_limit",
 ]
+
+# How a spend-limit 429 (the organisation's monthly cap) tells itself apart from a rate limit:
+# by the message of its error body, never by a missing retry-after header.
+_SPEND_LIMIT = re.compile(r"usage limit|spend limit|credit balance", re.IGNORECASE)
 
 
 class AgentnbError(Exception):
@@ -150,10 +165,26 @@ class AgentCallError(AgentnbError):
         return isinstance(self.last_error, RetryableError)
 
 
+class BudgetExceededError(AgentnbError):
+    """A call was not started: its worst-case cost could take the run past its budget.
+
+    `budget_usd` is the cap, `spent_usd` what the run (or session) had spent or reserved.
+    """
+
+    def __init__(self, message: str, *, budget_usd: float, spent_usd: float) -> None:
+        super().__init__(message)
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+
+
 class BackendError(AgentnbError):
-    """An error from a model backend, translated into agentnb's terms."""
+    """An error from a model backend, translated into agentnb's terms.
+
+    `limits` is what the response's rate-limit headers said (a `RateLimits`), when it had them.
+    """
 
     retryable: bool = False
+    limits: RateLimits | None = None
 
     def __init__(
         self,
@@ -224,6 +255,11 @@ class BadRequestError(BackendError):
     """400 (and 413/422): the request itself is wrong; retrying cannot help."""
 
 
+class SpendLimitError(BackendError):
+    """429 whose body says the organisation's spend limit is reached: retrying cannot help until
+    the limit is raised or the month ends, so it is never retried."""
+
+
 class AuthenticationError(BackendError):
     """401: the API key is missing or wrong."""
 
@@ -246,13 +282,18 @@ def error_for_status(
     """Map an HTTP status code to the matching `BackendError` subclass.
 
     `retry_after` is kept on every retryable error (429, 529, 5xx, 408/409) and dropped on the
-    others, which are not to be retried at all.
+    others, which are not to be retried at all. A 429 whose `message` says the spend limit is
+    reached is a `SpendLimitError`.
 
     Example:
         >>> type(error_for_status(529, "busy")).__name__
         'OverloadedError'
+        >>> type(error_for_status(429, "You have reached your API usage limits")).__name__
+        'SpendLimitError'
     """
     retryable: type[RetryableError] | None = None
+    if status_code == 429 and is_spend_limit(message):
+        return SpendLimitError(message, status_code=429, request_id=request_id)
     if status_code == 429:
         retryable = RateLimitError
     elif status_code == 529:
@@ -271,3 +312,8 @@ def error_for_status(
     return kinds.get(status_code, BadRequestError)(
         message, status_code=status_code, request_id=request_id
     )
+
+
+def is_spend_limit(message: str) -> bool:
+    """True when a 429's error message says the spend limit (not a rate limit) was reached."""
+    return _SPEND_LIMIT.search(message) is not None

@@ -16,10 +16,11 @@ from agentnb.backends import AnthropicBackend, Backend, SimulatedBackend, simula
 def _isolated_user_dirs(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No test reads or writes the real ~/.cache, ~/.config, or calls the real API."""
+    """No test touches the real ~/.cache, ~/.config, ~/.local/state, or calls the real API."""
     root: Path = tmp_path_factory.mktemp("userdirs")
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(root / "state"))
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "AGENTNB_CONFIG"):
         monkeypatch.delenv(var, raising=False)
 

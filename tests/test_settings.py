@@ -37,7 +37,7 @@ def test_every_config_field_but_the_key_has_a_traitlet_with_its_default_and_help
         trait = traits()[f.name]
         assert trait.help == setting_help(f.name) != ""
         default = getattr(built_in, f.name)
-        if f.name == "cache_dir":  # made from the environment: None leaves it to Config
+        if f.name in ("cache_dir", "state_dir"):  # from the environment: None leaves it to Config
             assert trait.default() is None
         elif isinstance(default, list):
             assert trait.default() == [str(v) for v in default]

@@ -19,7 +19,10 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from ..quota import RateLimits
 
 __all__ = [
     "Backend",
@@ -94,7 +97,7 @@ class BackendResponse(NamedTuple):
     """The final answer of one call.
 
     `stop_sequence` is the request's stop sequence that ended the answer, when `stop_reason` is
-    "stop_sequence".
+    "stop_sequence". `limits` is what the response's rate-limit headers said of the quota.
     """
 
     text: str
@@ -104,6 +107,7 @@ class BackendResponse(NamedTuple):
     backend: str = ""
     request_id: str | None = None
     stop_sequence: str | None = None
+    limits: RateLimits | None = None
 
 
 class Backend(abc.ABC):
@@ -126,6 +130,23 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the backend must not be used afterwards."""
+
+    async def count_tokens(self, request: BackendRequest) -> int | None:
+        """The input tokens `request` would count (the API's `count_tokens`), or None when this
+        backend cannot say (then callers use a local estimate)."""
+        return None
+
+    @property
+    def quota_scope(self) -> str:
+        """Who shares a quota with this backend: calls with the same scope and model class count
+        against one set of rate limits (so kernels and machines pace themselves as one)."""
+        return self.cache_identity
+
+    @property
+    def reports_rate_limits(self) -> bool:
+        """Whether responses may carry rate-limit headers. When False the admission stage never
+        holds a first request back to learn the limits (there is nothing to learn)."""
+        return True
 
     @property
     def cache_identity(self) -> str:
