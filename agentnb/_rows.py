@@ -54,6 +54,9 @@ class CallRecord:
     success: bool
     error_type: str | None
     cost_saved_usd: float = 0.0
+    quota_wait_ms: float = 0.0
+    concurrency: int = 0
+    rate_limited: int = 0
 
 
 #: Column order of a row and of `PerformanceTracker.to_dataframe()`; pinned by the tests.
@@ -79,6 +82,9 @@ DTYPES: dict[str, str] = {
     "success": "bool",
     "error_type": "string",
     "cost_saved_usd": "float64",
+    "quota_wait_ms": "float64",
+    "concurrency": "int64",
+    "rate_limited": "int64",
 }
 
 
@@ -151,8 +157,12 @@ _DECODERS = tuple(
 )
 
 
+#: Columns added after the first metrics files were written, with the value older rows get.
+_LATER_DEFAULTS = {"cost_saved_usd": 0.0, "quota_wait_ms": 0.0, "concurrency": 0, "rate_limited": 0}
+
+
 def from_json(data: dict[str, Any]) -> Row:
     """A row from its object in the metrics file; ValueError, TypeError or KeyError if unfit."""
-    if "cost_saved_usd" not in data:
-        data = {**data, "cost_saved_usd": 0.0}  # older files; the dataclass default applies
+    if "rate_limited" not in data or "cost_saved_usd" not in data:  # older files: the defaults
+        data = {**_LATER_DEFAULTS, **data}
     return tuple(parse(data[name]) for name, parse in _DECODERS)

@@ -179,6 +179,9 @@ class PerformanceTracker:
         success: bool,
         error_type: str | None,
         cost_saved_usd: float = 0.0,
+        quota_wait_ms: float = 0.0,
+        concurrency: int = 0,
+        rate_limited: int = 0,
     ) -> None:
         """Add one call, its values in `COLUMNS` order; `started_at` in POSIX seconds.
 
@@ -195,7 +198,8 @@ class PerformanceTracker:
         """
         row = (run_id, workflow, step, agent, model, backend, started_at, latency_ms, queue_ms,
                attempts, cache_hit, input_tokens, output_tokens, cache_read_tokens,
-               cache_write_tokens, cost_usd, success, error_type, cost_saved_usd)  # fmt: skip
+               cache_write_tokens, cost_usd, success, error_type, cost_saved_usd,
+               quota_wait_ms, concurrency, rate_limited)  # fmt: skip
         with self._lock:
             # Both under the lock, so the file keeps the order the memory has.
             self._append(row)

@@ -109,15 +109,18 @@ EXPECTED_DTYPES = {
     "success": "bool",
     "error_type": "string",
     "cost_saved_usd": "float64",
+    "quota_wait_ms": "float64",
+    "concurrency": "int64",
+    "rate_limited": "int64",
 }
 
 
-def test_columns_are_the_issues_list_plus_cost_saved() -> None:
+def test_columns_are_the_issues_list_plus_cost_saved_and_the_quotas() -> None:
     assert list(COLUMNS) == [
         "run_id", "workflow", "step", "agent", "model", "backend", "started_at", "latency_ms",
         "queue_ms", "attempts", "cache_hit", "input_tokens", "output_tokens",
         "cache_read_tokens", "cache_write_tokens", "cost_usd", "success", "error_type",
-        "cost_saved_usd",
+        "cost_saved_usd", "quota_wait_ms", "concurrency", "rate_limited",
     ]  # fmt: skip
 
 

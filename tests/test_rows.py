@@ -41,11 +41,12 @@ def same(a: CallRecord, b: CallRecord) -> bool:
 
 
 def test_kinds_follow_the_columns() -> None:
-    assert KINDS == "ssssssdddq?qqqqd?sd" and len(KINDS) == len(COLUMNS)
+    assert KINDS == "ssssssdddq?qqqqd?sddqq" and len(KINDS) == len(COLUMNS)
 
 
 def test_a_record_comes_back_from_the_store_unchanged() -> None:
-    recs = [record(), record(agent="b", cache_hit=True, cost_usd=0.0), record(step="s")]
+    recs = [record(), record(agent="b", cache_hit=True, cost_usd=0.0), record(step="s"),
+            record(quota_wait_ms=40.0, concurrency=3, rate_limited=2)]  # fmt: skip
     assert all(same(a, b) for a, b in zip(through_the_store(*recs), recs, strict=True))
 
 

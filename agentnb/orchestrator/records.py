@@ -23,13 +23,16 @@ __all__ = ["CallState", "Recorder"]
 class CallState:
     """What one call measured while it ran, shared by its stages and its record."""
 
-    __slots__ = ("attempts", "queue_s", "started", "t0")
+    __slots__ = ("attempts", "concurrency", "queue_s", "quota_s", "rate_limited", "started", "t0")
 
     def __init__(self) -> None:
         self.started = time.time()
         self.t0 = time.perf_counter()
-        self.queue_s = 0.0
+        self.queue_s = 0.0  # waiting for admission, the quota's share included
         self.attempts = 0
+        self.quota_s = 0.0  # waiting for the quota's buckets
+        self.concurrency = 0  # the quota's window when the last attempt was sent (0: none)
+        self.rate_limited = 0  # 429s met
 
 
 class Recorder:
@@ -76,6 +79,9 @@ class Recorder:
             True,
             None,
             full_cost if hit and not math.isnan(full_cost) else 0.0,
+            state.quota_s * 1000,
+            state.concurrency,
+            state.rate_limited,
         )
         return AgentResult.make(
             p.spec.name,
@@ -116,4 +122,7 @@ class Recorder:
             False,
             type(cause).__name__,
             0.0,
+            state.quota_s * 1000,
+            state.concurrency,
+            state.rate_limited,
         )
