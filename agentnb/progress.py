@@ -123,6 +123,7 @@ class Progress:
         self._done = self._cached = self._failed = self._in_flight = 0
         self._cost = 0.0
         self._notes: dict[str, Note] = {}
+        self._sources: list[Callable[[], Mapping[str, Note]]] = []
         self._status = "running"
         self._t0 = self._last = clock()
         self._t_end: float | None = None
@@ -182,6 +183,12 @@ class Progress:
                     self._notes[name] = value
             if self._view is not None:
                 self._changed()
+
+    def watch(self, source: Callable[[], Mapping[str, Note]]) -> None:
+        """Show the fields `source()` returns with the notes, asked at each render (never when
+        nothing shows): live state the job does not report as events, such as a quota's."""
+        with self._lock:
+            self._sources.append(source)
 
     def add_total(self, n: int) -> None:
         """The job grew by `n` calls."""
@@ -282,8 +289,18 @@ class Progress:
             cost_usd=self._cost,
             elapsed_s=max(0.0, end - self._t0),
             status=self._status,
-            notes=dict(self._notes),
+            notes=self._live_notes(),
         )
+
+    def _live_notes(self) -> dict[str, Note]:
+        notes = dict(self._notes)
+        for source in self._sources:
+            try:
+                notes.update(source())
+            except Exception:  # a display never fails the job: the source stops showing
+                logger.warning("progress source %r failed", source, exc_info=True)
+                self._sources = [s for s in self._sources if s is not source]
+        return notes
 
 
 @contextmanager

@@ -1,8 +1,8 @@
 """The admission stage: may this attempt go now? Taken by every attempt, released after it.
 
-Admission wraps each attempt, not the call: a call waiting out a backoff holds no slot. Today an
-admission is a concurrency limit; quota buckets (requests and tokens per minute) and budgets plug
-in here as further `Admission`s, and a batch path as another implementation.
+Admission wraps each attempt, not the call: a call waiting out a backoff holds no slot. An
+admission is a concurrency limit; the quota (`agentnb.quota.limiter`: adaptive concurrency and
+requests/tokens-per-minute buckets) wraps the slot of every attempt whose quota is known.
 
 Example:
     >>> import asyncio
@@ -30,13 +30,14 @@ __all__ = ["Admission", "ConcurrencyLimit", "Slot", "Unlimited"]
 
 class Slot(Protocol):
     """One attempt's way in: `if not slot.try_acquire(): await slot.acquire()`, then
-    `slot.release()` when the attempt ends (or `async with slot:`)."""
+    `slot.release(outcome)` when the attempt ends (or `async with slot:`). `outcome` is the
+    attempt's `BackendResponse` or exception (None: not known); a quota reconciles with it."""
 
     def try_acquire(self) -> bool: ...
 
     async def acquire(self) -> None: ...
 
-    def release(self) -> None: ...
+    def release(self, outcome: object = None) -> None: ...
 
     async def __aenter__(self) -> None: ...
 
@@ -91,7 +92,7 @@ class ConcurrencyLimit:
                 self.release()  # the slot was handed over as we were cancelled: pass it on
             raise
 
-    def release(self) -> None:
+    def release(self, outcome: object = None) -> None:
         """Give a slot back: to the first waiter still waiting, else to the pool."""
         waiters = self._waiters
         while waiters:
@@ -126,7 +127,7 @@ class Unlimited:
     async def acquire(self) -> None:
         return None
 
-    def release(self) -> None:
+    def release(self, outcome: object = None) -> None:
         return None
 
     async def __aenter__(self) -> None:

@@ -147,10 +147,10 @@ class Buckets:
     ) -> None:
         """Never believe more is left than the server said (None: it did not say)."""
         self.refill(now)
-        levels = self.levels
+        levels, caps = self.levels, self.caps
         for k in range(3):
             r = remaining[k]
-            if r is not None and r < levels[k]:
+            if r is not None and r < levels[k] and not math.isinf(caps[k]):  # a kind not limited
                 levels[k] = r
 
     def pause(self, until: float) -> None:
