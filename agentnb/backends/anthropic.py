@@ -6,7 +6,9 @@ thread (importing the SDK and building the client take seconds the first time: t
 keeps running meanwhile), with `max_retries=0`: retries belong to the orchestrator. Every
 `anthropic.*` error, and any `httpx2` error that leaks past the SDK, is translated into the
 `agentnb.errors.BackendError` family; the API key is never shown in a repr, a message or a log
-line. A forked child (`agentnb._fork`) makes a client of its own on its own loop: the parent's
+line. Every response's `anthropic-ratelimit-*` headers become its `BackendResponse.limits` (an
+error's `limits`), and a 429 whose message says the spend limit is reached a `SpendLimitError`.
+A forked child (`agentnb._fork`) makes a client of its own on its own loop: the parent's
 connection pool is left alone, never used or closed there (an `http_client` passed in is the
 caller's, and is shared as it is).
 
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import email.utils
+import hashlib
 import logging
 import math
 import os
@@ -40,6 +43,7 @@ from ..errors import (
     ServerError,
     error_for_status,
 )
+from ..quota import RateLimits, parse_rate_limits
 from .base import Backend, BackendRequest, BackendResponse, Usage
 
 if TYPE_CHECKING:
@@ -85,7 +89,9 @@ class AnthropicBackend(Backend):
     - `agentnb_identity: str` becomes `cache_identity`, so that its answers and the real API's
       are never served for one another (the simulator's transport says "simulated-http");
     - `agentnb_agent_header: str | None` names a request header in which it wants the calling
-      agent's name (percent-encoded); no such header is sent otherwise, so never to the API.
+      agent's name (percent-encoded); no such header is sent otherwise, so never to the API;
+    - `agentnb_reports_rate_limits: bool` False says its responses never carry rate-limit
+      headers (`reports_rate_limits`), so there is nothing to learn from them.
     """
 
     kind: ClassVar[str] = "anthropic"
@@ -109,8 +115,11 @@ class AnthropicBackend(Backend):
         self._client: AsyncAnthropic | None = None
         self._client_lock = asyncio.Lock()
         self._warned_temperature = False
+        self._quota_scope: str | None = None
         header = self._described("agentnb_agent_header")
         self._agent_header = header if isinstance(header, str) and header else None
+        # A transport that says its responses carry none: their headers are not even looked at.
+        self._limit_headers = self._described("agentnb_reports_rate_limits") is not False
         at_fork_in_child(self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
@@ -143,9 +152,33 @@ class AnthropicBackend(Backend):
         identity = self._described("agentnb_identity")
         if isinstance(identity, str) and identity:
             return identity
-        url = self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or _DEFAULT_BASE_URL
-        url = url.strip().rstrip("/")
+        url = self._url()
         return self.kind if url == _DEFAULT_BASE_URL else f"{self.kind}@{url}"
+
+    @property
+    def quota_scope(self) -> str:
+        """`anthropic:<base URL>:<first 16 hex digits of the key's SHA-256>`: one organisation's
+        quota on one endpoint, whoever shares it (never the key itself). Fixed at first use.
+
+        Example:
+            >>> AnthropicBackend(api_key="sk-x", base_url="http://sim/").quota_scope
+            'anthropic:http://sim:9df37f5e7cbc3c39'
+        """
+        scope = self._quota_scope
+        if scope is None:
+            key = self._api_key.get() if self._api_key else os.environ.get("ANTHROPIC_API_KEY")
+            digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else "no-key"
+            scope = self._quota_scope = f"{self.kind}:{self._url()}:{digest}"
+        return scope
+
+    @property
+    def reports_rate_limits(self) -> bool:
+        """False only when the transport says its server sends no rate-limit headers."""
+        return self._limit_headers
+
+    def _url(self) -> str:
+        url = self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or _DEFAULT_BASE_URL
+        return url.strip().rstrip("/")
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "from environment"
@@ -247,7 +280,8 @@ class AnthropicBackend(Backend):
     async def create(self, request: BackendRequest) -> BackendResponse:
         client = self._client or await self._get_client()
         try:
-            message = await client.messages.create(**self._params(request))
+            raw = await client.messages.with_raw_response.create(**self._params(request))
+            message = await raw.parse()
         except ValueError as exc:
             # The SDK refuses non-streaming calls whose max_tokens could outlast 10 minutes.
             if _NEEDS_STREAMING not in str(exc):
@@ -258,12 +292,15 @@ class AnthropicBackend(Backend):
             if error is exc:
                 raise
             raise error from None
-        return self._response(message, getattr(message, "_request_id", None))
+        limits = parse_rate_limits(raw.headers) if self._limit_headers else None
+        return self._response(message, raw.request_id, limits)
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | BackendResponse, None]:
         client = self._client or await self._get_client()
         try:
             async with client.messages.stream(**self._params(request)) as events:
+                headers = events.response.headers
+                limits = parse_rate_limits(headers) if self._limit_headers else None
                 async for text in events.text_stream:
                     if text:
                         yield text
@@ -274,7 +311,22 @@ class AnthropicBackend(Backend):
             if error is exc:
                 raise
             raise error from None
-        yield self._response(message, request_id)
+        yield self._response(message, request_id, limits)
+
+    async def count_tokens(self, request: BackendRequest) -> int:
+        """The input tokens `request` would count, from the API's `count_tokens` endpoint."""
+        client = self._client or await self._get_client()
+        params = self._params(request)
+        del params["max_tokens"]
+        params.pop("stop_sequences", None)
+        try:
+            counted = await client.messages.count_tokens(**params)
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is exc:
+                raise
+            raise error from None
+        return int(counted.input_tokens)
 
     async def _collect(self, request: BackendRequest) -> BackendResponse:
         async with contextlib.aclosing(self.stream(request)) as items:
@@ -283,7 +335,9 @@ class AnthropicBackend(Backend):
                     return item
         raise ServerError("the stream ended without a final message")  # pragma: no cover
 
-    def _response(self, message: SDKMessage, request_id: str | None) -> BackendResponse:
+    def _response(
+        self, message: SDKMessage, request_id: str | None, limits: RateLimits | None
+    ) -> BackendResponse:
         text = "".join(block.text for block in message.content if block.type == "text")
         u = message.usage
         usage = Usage(
@@ -300,6 +354,7 @@ class AnthropicBackend(Backend):
             backend=self.kind,
             request_id=request_id,
             stop_sequence=message.stop_sequence,
+            limits=limits,
         )
 
     # -- errors ------------------------------------------------------------------------------
@@ -322,12 +377,15 @@ class AnthropicBackend(Backend):
                 where = "mid-stream"
             else:
                 where = str(status)
-            return error_for_status(
+            # A spend-limit 429 says so in its message (SpendLimitError, never retried).
+            error = error_for_status(
                 status,
                 self._scrub(f"Anthropic API error {where}{kind}: {detail}"),
                 request_id=exc.request_id,
                 retry_after=parse_retry_after(headers),
             )
+            error.limits = parse_rate_limits(headers)
+            return error
         if isinstance(exc, anthropic.APITimeoutError):
             return BackendTimeoutError("the Anthropic API did not answer in time")
         if isinstance(exc, anthropic.APIConnectionError):
@@ -347,12 +405,14 @@ class AnthropicBackend(Backend):
         if isinstance(exc, httpx2.TimeoutException):
             return BackendTimeoutError("the Anthropic API did not answer in time")
         if isinstance(exc, httpx2.HTTPStatusError):
-            return error_for_status(
+            error = error_for_status(
                 exc.response.status_code,
                 f"Anthropic API error {exc.response.status_code}",
                 request_id=exc.response.headers.get("request-id"),
                 retry_after=parse_retry_after(exc.response.headers),
             )
+            error.limits = parse_rate_limits(exc.response.headers)
+            return error
         if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
             return BackendConnectionError(
                 f"connection to the Anthropic API failed: {self._scrub(str(exc))}"

@@ -139,7 +139,8 @@ class Backend(abc.ABC):
     @property
     def quota_scope(self) -> str:
         """Who shares a quota with this backend: calls with the same scope and model class count
-        against one set of rate limits (so kernels and machines pace themselves as one)."""
+        against one set of rate limits (so kernels and machines pace themselves as one). A
+        scope starting with "local:" is this process's alone (its buckets are never shared)."""
         return self.cache_identity
 
     @property

@@ -1,9 +1,11 @@
 """The simulator's failures: injected and random faults, and its requests-per-minute limit.
 
 A fault is one of `FAULT_KINDS`. `FaultScript` holds the faults a test injected for the next
-calls; `random_fault` draws one from a call's digest (seeded, so a run repeats); `fail` raises
-the `agentnb.errors` error a fault stands for, after the share of the latency a server would
-take to fail. `RpmWindow` refuses calls past a sliding one-minute limit.
+calls; `random_fault` draws one from a call's digest (seeded, so a run repeats), and `FaultRuns`
+draws them in runs (overload comes in bursts, not independent coin flips); `fail` raises the
+`agentnb.errors` error a fault stands for, after the share of the latency a server would take to
+fail. `RpmWindow` refuses calls past a sliding one-minute limit (the API's own quota rules are
+`agentnb.backends.sim_limits`).
 
 Example:
     >>> script = FaultScript()
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,12 +32,14 @@ from ..errors import (
     RateLimitError,
     RetryableError,
     ServerError,
+    SpendLimitError,
 )
 from .sim_answer import mix
 
 __all__ = [
     "DEFAULT_FAULTS",
     "FAULT_KINDS",
+    "FaultRuns",
     "FaultScript",
     "RpmWindow",
     "check_fault_kinds",
@@ -51,6 +56,7 @@ FAULT_KINDS = (
     "connection",
     "bad_request",
     "authentication",
+    "spend_limit",
 )
 #: The faults `fault_rate` draws from unless told otherwise: the ones a retry can cure.
 DEFAULT_FAULTS = ("rate_limit", "server_error", "overloaded", "timeout", "connection")
@@ -62,6 +68,11 @@ _FAULT_ERRORS: dict[str, tuple[type[BackendError], int | None, str]] = {
     "connection": (BackendConnectionError, None, "simulated connection reset"),
     "bad_request": (BadRequestError, 400, "simulated invalid request (400)"),
     "authentication": (AuthenticationError, 401, "simulated invalid API key (401)"),
+    "spend_limit": (
+        SpendLimitError,
+        429,
+        "simulated spend limit: you have reached your specified API usage limits",
+    ),
 }
 
 #: A fault to raise: its kind and the retry-after hint it carries (None: the default).
@@ -117,6 +128,59 @@ def random_fault(digest: int, n: int, rate: float, kinds: tuple[str, ...]) -> Fa
     if (x & 0xFFFFFFFF) / 4294967296.0 < rate:
         return kinds[(x >> 32) % len(kinds)], None
     return None
+
+
+class FaultRuns:
+    """Random faults in runs of mean length `burst`, a share `rate` of the calls overall.
+
+    A two-state Markov chain over the calls in the order they start: between runs a call starts
+    one with probability `rate / (burst * (1 - rate))`; within a run the next call stays in it
+    with probability `1 - 1 / burst`, so runs average `burst` calls and the share of faulty calls
+    is `rate`. (Past `rate = burst / (burst + 1)` every call between runs starts one and runs grow
+    longer than `burst`, to keep the share.) A run repeats one fault kind. The draws come from
+    the call's digest and number, like `random_fault`'s, so a seeded run of calls repeats.
+    `burst` 1 is `random_fault`: independent draws.
+
+    Example:
+        >>> runs = FaultRuns(burst=4.0)
+        >>> faults = [runs.draw(0, n, 0.2, ("overloaded",)) for n in range(1, 2001)]
+        >>> 0.1 < sum(f is not None for f in faults) / len(faults) < 0.3
+        True
+    """
+
+    __slots__ = ("burst", "kind")
+
+    def __init__(self, burst: float = 1.0) -> None:
+        if not 1.0 <= burst < math.inf:
+            raise ValueError(f"fault_burst must be at least 1, got {burst!r}")
+        self.burst = burst
+        self.kind: str | None = None  # the kind of the run in progress; None between runs
+
+    def draw(self, digest: int, n: int, rate: float, kinds: tuple[str, ...]) -> Fault | None:
+        """The fault of call number `n` (None: it succeeds); moves the chain on."""
+        burst = self.burst
+        if burst <= 1.0:
+            return random_fault(digest, n, rate, kinds)
+        if not (rate and kinds):
+            self.kind = None
+            return None
+        x = mix(digest ^ (n * 0x9E3779B97F4A7C15))
+        u = (x & 0xFFFFFFFF) / 4294967296.0
+        if rate <= burst / (burst + 1.0):
+            start, stay = rate / (burst * (1.0 - rate)), 1.0 - 1.0 / burst
+        else:
+            start, stay = 1.0, 1.0 - (1.0 - rate) / rate
+        kind = self.kind
+        if kind is not None and kind in kinds:
+            if u < stay:
+                return kind, None
+            self.kind = None
+            return None
+        if u < start:
+            self.kind = kinds[(x >> 32) % len(kinds)]
+            return self.kind, None
+        self.kind = None
+        return None
 
 
 async def fail(

@@ -2,17 +2,25 @@
 
 `simulator_transport(sim)` returns an `httpx2.MockTransport` whose handler answers
 `POST /v1/messages` the way the API does: it validates the body and the credentials header,
-runs the same simulation as `sim.create()` / `sim.stream()` (faults, rate limits, latency and
-prompt caching included) and replies with the API's JSON, error bodies, `request-id` and
-`retry-after` headers, or a `text/event-stream` whose deltas arrive over time. A `connection`
-fault raises `httpx2.ConnectError`; a `timeout` fault hangs for `sim.hang_s`. So the real
-`AnthropicBackend` and SDK code path can be exercised offline.
+runs the same simulation as `sim.create()` / `sim.stream()` (faults, quotas, latency and
+prompt caching included) and replies with the API's JSON, error bodies (typed as the API types
+them: `rate_limit_error`, `overloaded_error`, `api_error`, ...), or a `text/event-stream` whose
+deltas arrive over time. Every response carries a `request-id`; every answer to a call (its
+message, its stream, its error) carries the `anthropic-ratelimit-*` headers when the model's
+class has limits (`SimulatedBackend(limits=...)`; a stream's say where the quota stood when it
+began). A quota's 429 carries `retry-after` in whole seconds, the spend-limit 429 none. A
+request refused before it is a call (404, 401, 400) has no rate-limit headers.
+`POST /v1/messages/count_tokens` answers `{"input_tokens": N}`, the total a call would report.
+A `connection` fault raises `httpx2.ConnectError`; a `timeout` fault hangs for `sim.hang_s`. So
+the real `AnthropicBackend` and SDK code path can be exercised offline;
+`agentnb.backends.sim_server` serves the same handler as a real HTTP server.
 
 The API has no field for the agent's name, so `SimulatorTransport` asks for it in the
 `x-agentnb-agent` header (percent-encoded) through its `agentnb_agent_header` attribute, and names
-its answers `agentnb_identity = "simulated-http"` for the cache: `AnthropicBackend` reads both
-from any transport (see its docstring) and so sends the header to transports that ask for it,
-never to a real server. With it the simulation is the same as a direct call: same text, per-agent
+its answers `agentnb_identity = "simulated-http"` for the cache, and says whether its responses
+carry rate-limit headers (`agentnb_reports_rate_limits`): `AnthropicBackend` reads these from
+any transport (see its docstring) and so sends the header to transports that ask for it, never
+to a real server. With it the simulation is the same as a direct call: same text, per-agent
 `latencies`, `inject(agent=...)`. Other clients may omit it (the call then has `agent=""`).
 
 Example:
@@ -26,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -34,10 +43,17 @@ from typing import Any
 import httpx2
 
 from ..errors import BackendConnectionError, BackendError, BackendTimeoutError
+from ..quota import RateLimits, rate_limit_headers
 from .base import BackendRequest, BackendResponse, Message, Usage
 from .simulated import SimulatedBackend, SimulatedCall
 
-__all__ = ["AGENT_HEADER", "SimulatorTransport", "handle_messages_request", "simulator_transport"]
+__all__ = [
+    "AGENT_HEADER",
+    "SimulatorTransport",
+    "error_response",
+    "handle_messages_request",
+    "simulator_transport",
+]
 
 #: The request header carrying the agent's name to the simulator (percent-encoded).
 AGENT_HEADER = "x-agentnb-agent"
@@ -47,10 +63,14 @@ _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    409: "conflict_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    504: "timeout_error",
     529: "overloaded_error",
-}
+}  # any other status: "api_error"
+_MESSAGES = "/v1/messages"
+_COUNT_TOKENS = "/v1/messages/count_tokens"
 
 
 # The API version the SDK 2.x sends drops the sampling parameters; older versions accept them.
@@ -66,7 +86,8 @@ class SimulatorTransport(httpx2.MockTransport):
     """An httpx2 transport answering Messages-API calls from `backend` (a `SimulatedBackend`).
 
     It describes itself to `AnthropicBackend`: answers are cached apart from the real API's
-    (`agentnb_identity`), and the agent's name is wanted in `AGENT_HEADER`.
+    (`agentnb_identity`), the agent's name is wanted in `AGENT_HEADER`, and responses carry
+    rate-limit headers only when the simulator enforces limits (`agentnb_reports_rate_limits`).
     """
 
     agentnb_identity: str = "simulated-http"
@@ -79,6 +100,11 @@ class SimulatorTransport(httpx2.MockTransport):
             return await handle_messages_request(backend, request)
 
         super().__init__(handler)
+
+    @property
+    def agentnb_reports_rate_limits(self) -> bool:
+        """Whether responses may carry rate-limit headers (the simulator has `limits`)."""
+        return self.backend.reports_rate_limits
 
 
 def simulator_transport(backend: SimulatedBackend) -> SimulatorTransport:
@@ -93,23 +119,34 @@ def simulator_transport(backend: SimulatedBackend) -> SimulatorTransport:
 async def handle_messages_request(
     backend: SimulatedBackend, request: httpx2.Request
 ) -> httpx2.Response:
-    """Answer one HTTP request as the Messages API would, using `backend`'s simulation."""
+    """Answer one HTTP request as the Messages API would, using `backend`'s simulation.
+
+    `POST /v1/messages` (JSON or SSE) and `POST /v1/messages/count_tokens`; anything else is 404.
+    """
     path = request.url.path.rstrip("/")
-    if request.method != "POST" or path != "/v1/messages":
-        return _error_response(404, f"{request.method} {path or '/'}: not found")
+    counting = path == _COUNT_TOKENS
+    if request.method != "POST" or not (counting or path == _MESSAGES):
+        return error_response(404, f"{request.method} {path or '/'}: not found")
     if not _has_credentials(request.headers):
-        return _error_response(401, "x-api-key header is required")
+        return error_response(401, "x-api-key header is required")
     try:
         body = json.loads(request.content)
         version = request.headers.get("anthropic-version", _OLD_API_VERSION)
-        sim_request, streaming = _parse_body(body, sampling=version < _NO_SAMPLING_SINCE)
+        sim_request, streaming = _parse_body(
+            body, sampling=version < _NO_SAMPLING_SINCE, counting=counting
+        )
         agent = urllib.parse.unquote(request.headers.get(AGENT_HEADER, ""))
         if agent:
             sim_request = sim_request._replace(agent=agent)
     except _InvalidRequest as exc:
-        return _error_response(400, str(exc))
+        return error_response(400, str(exc))
     except ValueError:  # JSON or UTF-8 decoding
-        return _error_response(400, "the request body is not valid JSON")
+        return error_response(400, "the request body is not valid JSON")
+    if counting:
+        tokens = await backend.count_tokens(sim_request)
+        return httpx2.Response(
+            200, headers={"request-id": _rejected_id()}, json={"input_tokens": tokens}
+        )
     try:
         call = await backend.begin(sim_request, streamed=streaming)
         if not streaming:
@@ -121,10 +158,15 @@ async def handle_messages_request(
     except BackendError as exc:
         return _error_for(exc)
     headers = {"request-id": call.response.request_id or ""}
-    if streaming:
+    if streaming:  # the headers go first: they say where the quota stood when it began
+        limits = backend.rate_limits(sim_request.model) if backend.reports_rate_limits else None
+        if limits is not None:
+            headers.update(rate_limit_headers(limits))
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
         return httpx2.Response(200, headers=headers, stream=_EventStream(_events(call)))
+    if response.limits is not None:
+        headers.update(rate_limit_headers(response.limits))
     return httpx2.Response(200, headers=headers, json=_message_json(response))
 
 
@@ -139,17 +181,20 @@ def _has_credentials(headers: httpx2.Headers) -> bool:
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
-def _parse_body(body: Any, *, sampling: bool = True) -> tuple[BackendRequest, bool]:
+def _parse_body(
+    body: Any, *, sampling: bool = True, counting: bool = False
+) -> tuple[BackendRequest, bool]:
     """Validate a Messages-API body and turn it into a `BackendRequest` (and the stream flag).
 
     `sampling` False refuses `temperature`/`top_p`/`top_k`, as API versions from 2026-10-21 do.
+    `counting`: a `count_tokens` body, which has no `max_tokens`.
     """
     if not isinstance(body, dict):
         raise _InvalidRequest("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _InvalidRequest("model: Field required")
-    max_tokens = body.get("max_tokens")
+    max_tokens = body.get("max_tokens", 1 if counting else None)
     if max_tokens is None:
         raise _InvalidRequest("max_tokens: Field required")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -312,13 +357,30 @@ async def _events(call: SimulatedCall) -> AsyncGenerator[bytes, None]:
     yield _sse("message_stop", {"type": "message_stop"})
 
 
-def _error_response(
-    status: int, message: str, *, request_id: str | None = None, retry_after: float | None = None
+def _rejected_id() -> str:
+    """A request id for a response no simulated call stands behind (404, 401, 400...)."""
+    return f"req_sim_x{next(_unnumbered):07d}"
+
+
+_unnumbered = itertools.count(1)
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+    limits: RateLimits | None = None,
 ) -> httpx2.Response:
+    """An error as the API sends it: its typed JSON body, `request-id`, and the `retry-after`
+    and rate-limit headers when given."""
     error_type = _ERROR_TYPES.get(status, "api_error")
-    headers = {"request-id": request_id or "req_sim_rejected"}
+    headers = {"request-id": request_id or _rejected_id()}
     if retry_after is not None:
         headers["retry-after"] = f"{retry_after:g}"
+    if limits is not None:
+        headers.update(rate_limit_headers(limits))
     body = {
         "type": "error",
         "error": {"type": error_type, "message": message},
@@ -328,9 +390,10 @@ def _error_response(
 
 
 def _error_for(exc: BackendError) -> httpx2.Response:
-    return _error_response(
+    return error_response(
         exc.status_code or 500,
         str(exc),
         request_id=exc.request_id,
         retry_after=getattr(exc, "retry_after", None),
+        limits=exc.limits,
     )

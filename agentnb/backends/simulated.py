@@ -3,15 +3,19 @@
 `SimulatedBackend` answers every request without a network: the text is Markdown derived from
 (seed, model, agent, system prompt, history, task), so the same request always gets the same
 answer whatever the concurrency or call order, and every answer says it is simulated. It models
-latency (`asyncio.sleep`), prompt-cache writes/reads, stop sequences, `max_tokens`, a
-requests-per-minute limit, and faults, either at random (`fault_rate`, seeded) or scripted with
-`inject()` for tests. Its own work is under ~10 µs of CPU a call whatever the task's length
-(see `sim_answer`), so a benchmark on it measures agentnb, not the simulator.
+latency (`asyncio.sleep`), prompt-cache writes/reads, stop sequences, `max_tokens`, the API's
+quotas (`limits`: per model class, token buckets for requests, input and output tokens, an
+acceleration limit, a spend limit; every response then carries its `limits`), a simple
+requests-per-minute limit, and faults, either at random (`fault_rate`, seeded, in runs of mean
+length `fault_burst`) or scripted with `inject()` for tests. Its own work is under ~10 µs of CPU
+a call whatever the task's length (see `sim_answer`), a few more with quotas, so a benchmark on
+it measures agentnb, not the simulator.
 
 The answer is written by `agentnb.backends.sim_answer`, the faults and the rpm limit live in
-`agentnb.backends.sim_faults`, the call log in `agentnb.backends.sim_log`. The same simulation is
-served over HTTP as a Messages-API transport by `agentnb.backends.sim_http`, which drives it
-through `begin()` / `SimulatedCall`, so both paths share one behaviour.
+`agentnb.backends.sim_faults`, the quotas in `agentnb.backends.sim_limits`, the call log in
+`agentnb.backends.sim_log`. The same simulation is served over HTTP as a Messages-API transport
+by `agentnb.backends.sim_http` (and as a server by `agentnb.backends.sim_server`), which drives
+it through `begin()` / `SimulatedCall`, so every path shares one behaviour.
 
 Example:
     >>> import asyncio
@@ -31,22 +35,24 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import RateLimitError
+from ..errors import BackendError, RateLimitError, SpendLimitError
 from .base import Backend, BackendRequest, BackendResponse, Usage
 from .sim_answer import SIMULATED_NOTE, AnswerPlan, chunks, plan_answer
 from .sim_faults import (
     DEFAULT_FAULTS,
     FAULT_KINDS,
+    FaultRuns,
     FaultScript,
     RpmWindow,
     check_fault_kinds,
     fail,
-    random_fault,
 )
+from .sim_limits import SimQuota, Ticket
 from .sim_log import CallLog, CallRecord
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..quota import RateLimits
 
 __all__ = [
     "FAULT_KINDS",
@@ -67,13 +73,15 @@ _usage = functools.lru_cache(maxsize=1024)(Usage)
 class SimulatedCall:
     """A call that passed the fault and rate-limit checks; `wait()` or `deltas()` plays it out.
 
-    `chunks` are the stream deltas (groups of words; joined they give `response.text`).
+    `chunks` are the stream deltas (groups of words; joined they give `response.text`). Under a
+    quota, `response` gains its `limits` when the call ends (what the quota's headers say then).
     """
 
     _backend: SimulatedBackend
     record: CallRecord
     response: BackendResponse
     delay: float
+    ticket: Ticket | None = None  # the call's hold on the quota, until it ends
 
     @property
     def chunks(self) -> tuple[str, ...]:
@@ -92,9 +100,11 @@ class SimulatedCall:
                 try:
                     await asyncio.sleep(remaining)
                 except BaseException:
-                    self._backend._finish(self.record, "cancelled")
+                    self._end("cancelled")
                     raise
         self._backend._finish(self.record, None)
+        if self.ticket is not None:
+            self._settle()
         return self.response
 
     async def deltas(self) -> AsyncGenerator[str, None]:
@@ -109,7 +119,18 @@ class SimulatedCall:
                 yield piece
             error = None
         finally:
-            self._backend._finish(self.record, error)
+            self._end(error)
+
+    def _end(self, error: str | None) -> None:
+        self._backend._finish(self.record, error)
+        if self.ticket is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        # Cancelled mid-answer counts as answered: the tokens were generated (and billed).
+        ticket, self.ticket = self.ticket, None
+        assert ticket is not None
+        self.response = self._backend._settle(ticket, self.response)
 
 
 class SimulatedBackend(Backend):
@@ -122,6 +143,10 @@ class SimulatedBackend(Backend):
 
     `calls` keeps the last `log_limit` calls (a `CallLog`; 0 keeps none), so a long benchmark
     does not grow it without end; `call_count`, `in_flight` and `peak_in_flight` count every call.
+
+    `limits` (per model class or "*": `{rpm, itpm, otpm, burst_s, ramp_s}`) and
+    `spend_limit_usd` are the API's quotas, enforced as `agentnb.backends.sim_limits` says;
+    `fault_burst` is the mean length of a run of random faults (`sim_faults.FaultRuns`).
     """
 
     kind: ClassVar[str] = "simulated"
@@ -142,6 +167,9 @@ class SimulatedBackend(Backend):
         hang_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         log_limit: int = 10_000,
+        limits: Mapping[str, Mapping[str, float]] | None = None,
+        spend_limit_usd: float | None = None,
+        fault_burst: float = 1.0,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
@@ -157,6 +185,12 @@ class SimulatedBackend(Backend):
         self.hang_s = hang_s
         self.clock = clock
         self._rpm = RpmWindow(rpm_limit) if rpm_limit is not None else None
+        self._quota = (
+            SimQuota(limits or {}, spend_limit_usd)
+            if limits or spend_limit_usd is not None
+            else None
+        )
+        self._runs = FaultRuns(fault_burst)
         self._script = FaultScript()
         self._prompt_cache: dict[tuple[str, str], float] = {}
         self.calls = CallLog(log_limit)
@@ -175,12 +209,37 @@ class SimulatedBackend(Backend):
             fault_rate=cfg.sim_fault_rate,
             fault_kinds=cfg.sim_fault_kinds,
             rpm_limit=cfg.sim_rpm_limit,
+            limits=cfg.sim_limits,
+            spend_limit_usd=cfg.sim_spend_limit_usd,
+            fault_burst=cfg.sim_fault_burst,
         )
 
     @property
     def rpm_limit(self) -> int | None:
         """The most calls started in any minute, or None for no limit."""
         return self._rpm.limit if self._rpm is not None else None
+
+    @property
+    def quota(self) -> SimQuota | None:
+        """The quotas it enforces (`limits`, `spend_limit_usd`), or None."""
+        return self._quota
+
+    @property
+    def quota_scope(self) -> str:
+        """This simulator's own: its quota lives in this object, shared with no other process
+        (the `local:` prefix), nor with another simulator."""
+        return f"local:simulated:{id(self):x}"
+
+    @property
+    def reports_rate_limits(self) -> bool:
+        """True when it enforces rate limits: its responses then say where the quota stands."""
+        return self._quota is not None and self._quota.limited
+
+    def rate_limits(self, model: str) -> RateLimits | None:
+        """What the rate-limit headers of a response for `model` would say now (None: `model`'s
+        class has no limits)."""
+        quota = self._quota
+        return None if quota is None else quota.rate_limits(model, self.clock())
 
     def __repr__(self) -> str:
         return (
@@ -200,6 +259,18 @@ class SimulatedBackend(Backend):
                 yield delta
         yield call.response
 
+    async def count_tokens(self, request: BackendRequest) -> int:
+        """The input tokens `create(request)` reports in all (input + cache read + cache write).
+
+        Example:
+            >>> sim = SimulatedBackend(latency_s=0)
+            >>> req = BackendRequest(model="claude-sonnet-5-5", task="Sort a list")
+            >>> u = asyncio.run(sim.create(req)).usage
+            >>> asyncio.run(sim.count_tokens(req)) == u.input_tokens + u.cache_read_tokens
+            True
+        """
+        return _input_total(request, plan_answer(self.seed, request))
+
     # -- test hooks and the call log -------------------------------------------------------
     def inject(
         self,
@@ -213,7 +284,7 @@ class SimulatedBackend(Backend):
 
         `retry_after` is the server's hint the error carries (kinds with a retryable HTTP
         status only: rate_limit, overloaded, server_error); a `rate_limit` without one carries
-        `retry_after_s`.
+        `retry_after_s`. `spend_limit` is the API's spend-limit 429 (no retry-after).
 
         Example:
             >>> sim = SimulatedBackend(latency_s=0)
@@ -229,10 +300,10 @@ class SimulatedBackend(Backend):
 
     # -- one call ----------------------------------------------------------------------------
     async def begin(self, request: BackendRequest, *, streamed: bool = False) -> SimulatedCall:
-        """Start a call: log it, apply the rpm limit and faults, and return it to be played out.
+        """Start a call: log it, apply the quotas and faults, and return it to be played out.
 
         Faults raise here (a `BackendError`) after a fraction of the latency; a `timeout`
-        fault hangs for `hang_s` first.
+        fault hangs for `hang_s` first. Under `limits`, an error carries the quota's `limits`.
         """
         self.call_count = n = self.call_count + 1
         now = self.clock()
@@ -244,6 +315,7 @@ class SimulatedBackend(Backend):
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
+        quota, ticket = self._quota, None
         try:
             plan = plan_answer(self.seed, request)
             delay = self._latency(request, plan)
@@ -253,8 +325,10 @@ class SimulatedBackend(Backend):
                 except RateLimitError:
                     record.error = "rate_limit"
                     raise
+            if quota is not None:
+                ticket = self._admit(quota, request, plan, now, record)
             if self._script.entries or self.fault_rate:
-                fault = self._script.pick(request.agent) or random_fault(
+                fault = self._script.pick(request.agent) or self._runs.draw(
                     plan.digest, n, self.fault_rate, self.fault_kinds
                 )
                 if fault is not None:
@@ -267,7 +341,12 @@ class SimulatedBackend(Backend):
                         retry_after_s=self.retry_after_s,
                     )
             usage = self._usage(request, plan, now)
-        except BaseException:
+        except BaseException as exc:
+            if quota is not None:
+                if ticket is not None:  # failed before answering: its max_tokens come back
+                    quota.settle(ticket, None, self.clock())
+                if isinstance(exc, BackendError) and exc.limits is None:
+                    exc.limits = quota.rate_limits(request.model, self.clock())
             self._finish(record, record.error or "cancelled")
             raise
         response = BackendResponse(
@@ -279,7 +358,42 @@ class SimulatedBackend(Backend):
             request_id,
             plan.stop_sequence,
         )
-        return SimulatedCall(self, record, response, delay)
+        return SimulatedCall(self, record, response, delay, ticket)
+
+    def _admit(
+        self,
+        quota: SimQuota,
+        request: BackendRequest,
+        plan: AnswerPlan,
+        now: float,
+        record: CallRecord,
+    ) -> Ticket | None:
+        # Cache reads do not count toward ITPM: only uncached input and cache writes do.
+        counted = plan.input_tokens
+        if request.prompt_caching and request.system:
+            last = self._prompt_cache.get((request.model, request.system))
+            warm = last is not None and now - last <= PROMPT_CACHE_TTL_S
+            counted = plan.message_tokens + (0 if warm else plan.system_tokens)
+        try:
+            return quota.admit(
+                request.model,
+                counted,
+                request.max_tokens,
+                now=now,
+                request_id=record.request_id,
+            )
+        except BackendError as exc:
+            record.error = "spend_limit" if isinstance(exc, SpendLimitError) else "rate_limit"
+            raise
+
+    def _settle(self, ticket: Ticket, response: BackendResponse) -> BackendResponse:
+        """End a call's hold on the quota; its response, with the `limits` of that moment."""
+        quota = self._quota
+        assert quota is not None
+        now = self.clock()
+        quota.settle(ticket, response.usage, now)
+        limits = quota.rate_limits(response.model, now) if ticket.quota is not None else None
+        return response if limits is None else response._replace(limits=limits)
 
     def _finish(self, record: CallRecord, error: str | None) -> None:
         if record.ended is not None:
@@ -314,3 +428,11 @@ class SimulatedBackend(Backend):
         if last is None or now - last > PROMPT_CACHE_TTL_S:
             return _usage(plan.message_tokens, plan.output_tokens, 0, plan.system_tokens)
         return _usage(plan.message_tokens, plan.output_tokens, plan.system_tokens, 0)
+
+
+def _input_total(request: BackendRequest, plan: AnswerPlan) -> int:
+    """All the input tokens a call reports (input + cache read + cache write), as `_usage`
+    splits them."""
+    if request.prompt_caching and request.system:
+        return plan.message_tokens + plan.system_tokens
+    return plan.input_tokens
