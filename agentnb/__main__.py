@@ -1,4 +1,4 @@
-"""The command line: `python -m agentnb demo | agent | agents | run | bench | config`.
+"""The command line: `python -m agentnb demo | agent | agents | run | bench | config | simulate`.
 
 Every `AgentnbError` becomes one line on stderr (`agentnb: error: ...`) and exit status 2;
 anything else is a bug and keeps its traceback.
@@ -7,7 +7,9 @@ anything else is a bug and keeps its traceback.
     python -m agentnb agent writer "Write a haiku about caches"
     python -m agentnb agents
     python -m agentnb run examples/workflows/code_review.yaml --var src=@mycode.py
+    python -m agentnb run examples/workflows/code_review.yaml --estimate   # or --budget 0.50
     python -m agentnb bench --quick
+    python -m agentnb simulate --port 8765          # the simulator as an HTTP server
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from .config import Config
 from .errors import AgentnbError
 from .options import add_arguments, check_text, from_namespace, shown
+from .orchestrator.budget import add_budget_arguments, check_budget
 
 __all__ = ["main"]
 
@@ -56,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("name")
     a.add_argument("task", nargs="+", help="the task (words are joined; '-' reads stdin)")
     add_arguments(a.add_argument)  # the call options' flags, generated from CallOptions
+    add_budget_arguments(a.add_argument)  # --estimate, --budget USD
     a.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     a.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -76,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--dry-run", action="store_true", help="validate and show the order; run nothing"
     )
+    add_budget_arguments(r.add_argument)  # --estimate, --budget USD
     r.add_argument("--json", action="store_true", help="print the run as JSON")
 
     b = sub.add_parser("bench", help="print the benchmark figures as Markdown tables")
@@ -94,6 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("config", help="show the effective settings (the API key is never shown)")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="serve the offline simulator as a Messages-API HTTP server (one shared quota)",
+    )
+    sim.add_argument(
+        "--port", required=True, help="TCP port; 0 picks a free one (the ready line says which)"
+    )
+    sim.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: loopback)"
+    )
+    sim.add_argument("--latency", help="simulated seconds per call (default: sim_latency_s)")
+    sim.add_argument(
+        "--limits",
+        metavar="JSON",
+        help='quotas per model class, as the sim_limits setting: \'{"*": {"rpm": 600}}\'',
+    )
+    sim.add_argument(
+        "--allow-remote", action="store_true", help="allow a host that is not a loopback address"
+    )
     return p
 
 
@@ -117,6 +142,8 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Config:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "simulate":
+        return _simulate(args)
     from .orchestrator import AgentOrchestrator
 
     if args.command == "config":
@@ -147,18 +174,24 @@ def _dispatch(args: argparse.Namespace) -> int:
                     f"agent: standard input is not UTF-8 text (byte {exc.start})"
                 ) from None
         options = from_namespace(args, source="agent")
+        budget = check_budget(args.budget, source="agent", name="--budget")
         with AgentOrchestrator(_config(args)) as orch:
+            if args.estimate:
+                from .orchestrator import AgentCall
+
+                _print_estimate(orch.estimate([AgentCall(args.name, task, options)]), args.json)
+                return 0
             if args.stream:
                 # With --json, stdout carries only the JSON; the live text goes to stderr.
                 live = sys.stderr if args.json else sys.stdout
-                stream = orch.stream_agent(args.name, task, options)
+                stream = orch.stream_agent(args.name, task, options, max_cost_usd=budget)
                 for chunk in stream:
                     print(chunk, end="", flush=True, file=live)
                 print(file=live)
                 result = stream.result
                 assert result is not None
             else:
-                result = orch.execute_agent(args.name, task, options)
+                result = orch.execute_agent(args.name, task, options, max_cost_usd=budget)
                 if not args.json:
                     print(result.text)
             if args.json:
@@ -216,6 +249,9 @@ def _run_workflow(args: argparse.Namespace) -> int:
 
     if not args.file.exists():
         raise AgentnbError(f"workflow file {args.file} does not exist")
+    budget = check_budget(args.budget, source="run", name="--budget")
+    if args.dry_run and args.estimate:
+        raise AgentnbError("run: give --dry-run (check only) or --estimate, not both")
     workflow = Workflow.from_yaml(args.file)  # a directory or a binary file: one clear line
     variables = _parse_vars(args.var)
     with AgentOrchestrator(_config(args)) as orch:
@@ -225,17 +261,34 @@ def _run_workflow(args: argparse.Namespace) -> int:
             for level, ids in enumerate(workflow.order(), 1):
                 print(f"  stage {level}: {', '.join(ids)}")
             return 0
+        if args.estimate:
+            estimate = orch.estimate(
+                workflow,
+                variables=variables,
+                max_concurrency=args.max_concurrency,
+                use_cache=args.use_cache is not False,
+            )
+            _print_estimate(estimate, args.json)
+            return 0
         run = orch.run_workflow(
             workflow,
             variables,
             max_concurrency=args.max_concurrency,
             use_cache=args.use_cache is not False,
+            max_cost_usd=budget,
         )
     if args.json:
         print(run.to_json())
     else:
         _print_run(run)
     return 0 if run.status == "succeeded" else 1
+
+
+def _print_estimate(estimate: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(estimate.to_dict(), indent=2))
+    else:
+        print(repr(estimate))
 
 
 def _print_run(run: Any) -> None:
@@ -320,6 +373,41 @@ def _demo(args: argparse.Namespace) -> int:
         report = compare_speedup(calls, modes=modes, repeats=1, orchestrator=orch)
         print(repr(report))
     return 0 if run.status == "succeeded" else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """`simulate`: the simulator served on loopback until SIGINT/SIGTERM."""
+    from .backends import SimulatedBackend
+    from .backends.sim_server import check_host, run
+
+    try:
+        port = int(args.port)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise AgentnbError(f"simulate --port: expected 0 to 65535, got {shown(args.port)}")
+    host = check_host(args.host, allow_remote=args.allow_remote)
+    overrides: dict[str, Any] = {"backend": "simulated"}
+    if args.latency is not None:
+        try:
+            overrides["sim_latency_s"] = float(args.latency)
+        except ValueError:
+            raise AgentnbError(
+                f"simulate --latency: expected seconds, got {shown(args.latency)}"
+            ) from None
+    if args.limits is not None:
+        try:
+            overrides["sim_limits"] = json.loads(args.limits)
+        except ValueError as exc:
+            raise AgentnbError(f"simulate --limits: not valid JSON ({exc})") from None
+    backend = SimulatedBackend.from_config(_config(args, **overrides))
+    run(
+        backend,
+        host,
+        port,
+        ready=lambda url: print(f"agentnb simulator listening on {url}", flush=True),
+    )
+    return 0
 
 
 class _wide:

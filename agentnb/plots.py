@@ -31,6 +31,7 @@ STATUS_COLOURS: dict[str, str] = {
     "cached": "#5b8fd6",
     "failed": "#d64b4b",
     "skipped": "#b0b0b0",
+    "budget": "#c9a227",
     "running": "#e0a030",
     "waiting": "#e6e6e6",
 }
@@ -50,9 +51,10 @@ def plot_timeline(run_or_frame: _RunLike | pd.DataFrame, ax: Axes | None = None)
     """A Gantt chart of a workflow run: one horizontal bar per step, from its start to its end.
 
     Bars are coloured by status; cached steps are hatched and labelled "cached"; skipped steps
-    (which never started) are labelled where they were skipped. Step ids label the y axis, first
-    step at the top; the x axis is seconds since the run started. Accepts a `WorkflowRun` or its
-    `.metrics` DataFrame (columns `step`, `status`, `start_s`, `end_s`, `cached`).
+    and steps the budget did not start are labelled where they stopped. Step ids label the y
+    axis, first step at the top; the x axis is seconds since the run started. Accepts a
+    `WorkflowRun` or its `.metrics` DataFrame (columns `step`, `status`, `start_s`, `end_s`,
+    `cached`).
 
     Example:
         >>> ax = plot_timeline(run.metrics)   # doctest: +SKIP
@@ -92,7 +94,7 @@ def plot_timeline(run_or_frame: _RunLike | pd.DataFrame, ax: Axes | None = None)
             hatch="//" if cached else None,
         )
         seen.setdefault(status, None)
-        label = "cached" if cached else ("skipped" if status == "skipped" else "")
+        label = "cached" if cached else (status if status in ("skipped", "budget") else "")
         if label:
             ax.text(start + width, pos, f" {label}", va="center", fontsize=8, color="#333333")
     ax.set_yticks(y)

@@ -160,3 +160,33 @@ def test_an_undecodable_task_on_the_command_line_is_one_line() -> None:
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 2 and err.startswith("agentnb: error: "), err
     assert "lone surrogate" in err and err.count("\n") == 1
+
+
+def test_estimate_and_budget_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    wf = ROOT / "examples" / "workflows" / "code-review.yaml"
+    src = tmp_path / "mod.py"
+    src.write_text("def f(x):\n    return 1 / x\n")
+    assert main(["run", str(wf), "--var", f"src=@{src}", "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("estimate of workflow") and "nothing was run" in out
+    assert main(["run", str(wf), "--var", f"src=@{src}", "--estimate", "--json"]) == 0
+    estimate = json.loads(capsys.readouterr().out)
+    assert estimate["calls"] >= 2 and estimate["cost_high_usd"] > estimate["cost_low_usd"] > 0
+    assert main(["run", str(wf), "--var", f"src=@{src}", "--budget", "0", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "budget"
+    assert main(["agent", "--estimate", "writer", "A", "haiku"]) == 0
+    assert capsys.readouterr().out.startswith("estimate of 1 call: cost $")
+    assert main(["agent", "--budget", "0", "writer", "A", "haiku"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("agentnb: error: budget of $0.0000")
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "lots"])
+def test_a_bad_budget_is_one_line_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    assert main(["agent", "--budget", value, "writer", "hi"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and out == ""
+    assert lines[0].startswith("agentnb: error: agent --budget: must be a finite amount")

@@ -23,11 +23,16 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 import agentnb
 from agentnb.config import Config, field_names
-from agentnb.errors import AgentNotFoundError, OptionError, WorkflowValidationError
+from agentnb.errors import (
+    AgentNotFoundError,
+    BudgetExceededError,
+    OptionError,
+    WorkflowValidationError,
+)
 from agentnb.magics import SETTINGS, AgentMagics, AgentNB, fill_placeholders, keep_questions
 from agentnb.magics.parsing import split_agent_line
 from agentnb.options import CallOptions
-from agentnb.orchestrator import AgentOrchestrator, default_orchestrator
+from agentnb.orchestrator import AgentOrchestrator, Estimate, Spend, default_orchestrator
 from agentnb.orchestrator import facade as orchestrator_module
 from agentnb.workflow import Workflow, WorkflowRun
 
@@ -244,8 +249,9 @@ def test_agent_options_reach_the_orchestrator(
     real = AgentOrchestrator.execute_agent
 
     def spy(self: AgentOrchestrator, agent: str, task: str, options: CallOptions, **kw: Any) -> Any:
-        seen.append({"agent": agent, "task": task, **options.set_fields(), **kw})
-        return real(self, agent, task, options)
+        given = {k: v for k, v in kw.items() if v is not None}  # max_cost_usd=None: no budget
+        seen.append({"agent": agent, "task": task, **options.set_fields(), **given})
+        return real(self, agent, task, options, **kw)
 
     monkeypatch.setattr(AgentOrchestrator, "execute_agent", spy)
     run(
@@ -291,9 +297,9 @@ def test_agent_streams_only_when_asked_in_a_terminal(
     streamed: list[str] = []
     real = AgentOrchestrator.stream_agent
 
-    def spy(self: AgentOrchestrator, agent: str, task: str, *args: Any) -> Any:
+    def spy(self: AgentOrchestrator, agent: str, task: str, *args: Any, **kw: Any) -> Any:
         streamed.append(task)
-        return real(self, agent, task, *args)
+        return real(self, agent, task, *args, **kw)
 
     monkeypatch.setattr(AgentOrchestrator, "stream_agent", spy)
     run(ip, "%agent writer not streamed")
@@ -345,6 +351,9 @@ def test_agent_usage_errors_are_one_line(
         ("%agent --max-attempts 0 writer hi", "--max-attempts: must be a whole number from 1"),
         ("%agent --stop ' ' writer hi", "--stop: must be a list of non-blank strings"),
         ("%agent -m '' writer hi", "--model: must be a non-empty model id"),
+        ("%agent --budget -1 writer hi", "--budget: must be a finite amount of US dollars"),
+        ("%agent --budget nan writer hi", "--budget: must be a finite amount of US dollars"),
+        ("%agent --budget ten writer hi", "--budget: must be a finite amount of US dollars"),
     ],
 )
 def test_agent_option_errors_are_one_line(
@@ -765,3 +774,43 @@ def test_quickstart_example_runs_offline(tmp_path: Path) -> None:
     assert re.search(r"cached\s+\d+\.\d+ s\s+speedup\s+[\d,.]+x\s+hits 100%", out)
     assert not (tmp_path / "cache").exists()  # the example writes nothing to disk
     assert Config.load(env={}).backend == "auto"  # nothing here changed the defaults
+
+
+# -- estimate and budget -------------------------------------------------------------------------
+def test_agent_estimate_runs_nothing_and_budget_refuses_in_one_line(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    estimate = run(ip, "%agent --estimate -o guess writer Write a haiku about caches")
+    assert isinstance(estimate, Estimate) and ip.user_ns["guess"] is estimate
+    assert estimate.calls == 1 and estimate.cost_high_usd > 0
+    assert sim_tasks() == [] and len(orch().tracker) == 0
+    capsys.readouterr()
+    result = run_cell(ip, "%agent --budget 0 writer Write a haiku about caches")
+    assert isinstance(result.error_in_exec, BudgetExceededError)
+    out, err = capsys.readouterr()
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("BudgetExceededError: budget of $0.0000")
+    assert sim_tasks() == []
+    assert run(ip, "%agent --budget 1 writer Write a haiku about caches").cost_usd > 0
+
+
+def test_workflow_estimate_budget_and_spend(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.user_ns["topic"] = "caches"
+    estimate = run(ip, "%%workflow --estimate -o guess\n" + FAN_OUT)
+    assert isinstance(estimate, Estimate) and ip.user_ns["guess"] is estimate
+    assert list(estimate.table["step"]) == ["a", "b", "c", "d"] and sim_tasks() == []
+    with pytest.raises(UsageError, match="not both"):
+        run(ip, "%%workflow --estimate --dry-run\n" + FAN_OUT)
+    with pytest.raises(OptionError, match=r"^%%workflow --budget: must be"):
+        run(ip, "%%workflow --budget -3\n" + FAN_OUT)
+    stopped = run(ip, "%%workflow --budget 0\n" + FAN_OUT)
+    assert stopped.status == "budget" and sim_tasks() == []
+    assert {s.status for s in stopped.steps.values()} == {"budget"}
+    assert "budget" in capsys.readouterr().out
+    done = run(ip, "%%workflow --budget 5\n" + FAN_OUT)
+    assert done.status == "succeeded"
+    spend = run(ip, "%agentnb spend -o money")
+    assert isinstance(spend, Spend) and ip.user_ns["money"] is spend
+    assert spend.calls == 4 and spend.total_usd == pytest.approx(orch().metrics()["cost_usd"].sum())

@@ -50,6 +50,14 @@ class _HintNotes(Backend):
     def stream(self, request: BackendRequest) -> AsyncIterator[str | BackendResponse]:
         return self.sim.stream(request)
 
+    @property
+    def quota_scope(self) -> str:
+        return self.sim.quota_scope
+
+    @property
+    def reports_rate_limits(self) -> bool:
+        return self.sim.reports_rate_limits
+
 
 def retry_after_margins(records: Iterable[CallRecord], hints: Mapping[str, float]) -> list[float]:
     """For each attempt that failed with a retry-after hint and was tried again: seconds from

@@ -205,6 +205,20 @@ class ResponseCache:
         return hit
 
     # -- the orchestrator's side (home loop) --------------------------------------------------
+    async def peek(self, key: str) -> Payload | None:
+        """The payload under `key` if any tier holds it, without counting a hit or a miss and
+        without copying it into memory: how an estimate asks whether a call would be free."""
+        memory = self._memory
+        if memory is None:
+            return None
+        hit = memory.peek(key)
+        if hit is not None:
+            copied: Payload = copy_json(hit)
+            return copied
+        store = self._store
+        entry = await store.get(key) if store is not None else None
+        return None if entry is None else entry.payload
+
     async def get(self, key: str) -> tuple[Payload, str] | None:
         """(payload, tier) for a hit (`"memory"`, `"disk"` or `"redis"`), None for a miss."""
         if self._memory is None:

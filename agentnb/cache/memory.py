@@ -110,6 +110,17 @@ class MemoryTier:
             payload = entry.payload
         return copy_json(payload) if copy else payload
 
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The payload under `key` (the tier's own: read it, do not change it), or None when
+        absent or expired; neither a hit nor a use (the LRU order stays)."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or (
+                entry.expires_at is not None and entry.expires_at <= self._clock()
+            ):
+                return None
+            return entry.payload
+
     def set(
         self,
         key: str,

@@ -53,7 +53,7 @@ __all__ = [
 UPDATE_INTERVAL_S = 0.1
 #: While steps run, their elapsed time is refreshed this often, in seconds.
 TICK_S = 1.0
-FINAL_STATUSES = ("succeeded", "cached", "failed", "skipped")
+FINAL_STATUSES = ("succeeded", "cached", "failed", "skipped", "budget")
 _COLOURS = {
     "waiting": "#777777",
     "running": "#b8860b",
@@ -61,6 +61,7 @@ _COLOURS = {
     "cached": "#1f5fa8",
     "failed": "#b22222",
     "skipped": "#777777",
+    "budget": "#9a6700",
 }
 
 

@@ -23,6 +23,7 @@ from ..errors import WorkflowValidationError
 from ..loop import default_loop_kind
 from ..options import from_namespace
 from ..orchestrator import AgentCall
+from ..orchestrator.budget import check_budget
 from ..plots import plot_cost, plot_latency
 from ..workflow import Workflow, WorkflowRun
 from .display import (
@@ -35,6 +36,7 @@ from .display import (
 )
 from .parsing import (
     argument,
+    budget_arguments,
     fill_placeholders,
     in_cell_lines,
     line_cell_magic,
@@ -52,7 +54,7 @@ from .settings import AgentNB
 
 __all__ = ["AGENTNB_COMMANDS", "AgentMagics"]
 
-AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup")
+AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup", "spend")
 
 # What may precede a line magic that is the value of its cell: `NAME = ` (magic assignment).
 _TARGET = r"(?:[A-Za-z_][\w.]*\s*=\s*)?"
@@ -108,12 +110,13 @@ class AgentMagics(Magics):
     @no_var_expand
     @magic_arguments()
     @option_arguments()
+    @budget_arguments()
     @argument(
         "-o",
         "--output",
         type=variable_name,
         metavar="VAR",
-        help="also store the AgentResult in VAR",
+        help="also store the AgentResult (with --estimate: the Estimate) in VAR",
     )
     @argument(
         "--stream",
@@ -151,13 +154,16 @@ class AgentMagics(Magics):
         latency, tokens, cost, cached, simulated); `_` and `Out[n]` hold the `AgentResult`
         (`.text`, `.usage`, `.cost_usd`, `.cached`, ...). In a notebook the answer streams in
         as it is generated, then is replaced by the rendered result. Interrupting the kernel
-        cancels the call.
+        cancels the call. `--estimate` shows what the call would cost and take (tokens, cost
+        range, cached or not) and runs nothing; `--budget USD` refuses the call if it could
+        cost more (`BudgetExceededError`, one line).
 
         Examples::
 
             %agent writer Write a haiku about caches
             %agent -m haiku -t 0 -o review python-expert Review {{src}}
             %agent --max-tokens 200 --stop END writer A haiku
+            %agent --estimate python-expert Review {{src}}
             %agent --list
         """
         args, task = split_agent_line(parser_of(self.agent), line)
@@ -174,17 +180,21 @@ class AgentMagics(Magics):
         if not task.strip():
             raise UsageError(f"%agent {args.name}: the task is empty")
         options = from_namespace(args, source="%agent")
+        budget = check_budget(args.budget, source="%agent", name="--budget")
         task = fill_placeholders(task, self._ns)
         orch = self.session.orchestrator()
         stream = args.stream if args.stream is not None else self.in_kernel
-        if stream:
+        result: Any
+        if args.estimate:
+            result = orch.estimate([AgentCall(args.name, task, options)])
+        elif stream:
             result = stream_answer(
-                orch.stream_agent(args.name, task, options),
+                orch.stream_agent(args.name, task, options, max_cost_usd=budget),
                 live=self.in_kernel,
                 render=self._render_if_alone("agent", cell),
             )
         else:
-            result = orch.execute_agent(args.name, task, options)
+            result = orch.execute_agent(args.name, task, options, max_cost_usd=budget)
         if args.output:
             self._ns[args.output] = result
         return result
@@ -199,7 +209,7 @@ class AgentMagics(Magics):
         type=variable_name,
         metavar="VAR",
         help="store the WorkflowRun in VAR (after an interrupt: the partial run; with "
-        "--dry-run: the Workflow)",
+        "--dry-run: the Workflow; with --estimate: the Estimate)",
     )
     @argument(
         "--max-concurrency",
@@ -215,6 +225,7 @@ class AgentMagics(Magics):
         help="reuse the finished steps of the WorkflowRun in VAR whose task is unchanged",
     )
     @argument("--dry-run", action="store_true", help="check it, show the stages, run nothing")
+    @budget_arguments()
     @argument("--quiet", action="store_true", help="no live progress; with -o, no output at all")
     @argument("file", nargs="?", metavar="FILE", help="%%workflow FILE: read the YAML from a file")
     @one_line_errors
@@ -228,14 +239,17 @@ class AgentMagics(Magics):
         namespace (then from the workflow's `inputs:`). The workflow is checked first (agents,
         placeholders, cycles) and nothing runs if it is wrong; the error names the line, counted
         in the cell (the %%workflow line is line 1) or in FILE. While it runs, a table shows
-        each step's status (waiting, running, succeeded, cached, failed, skipped) and elapsed
-        time. Interrupting the kernel cancels the running steps; the steps that had finished
+        each step's status (waiting, running, succeeded, cached, failed, skipped, budget) and
+        elapsed time. Interrupting the kernel cancels the running steps; the steps that had finished
         are kept in the `-o` variable (and in the response cache), and `--resume VAR` reuses
         them. A failed step does not raise: the run shows it (`run.raise_for_status()` does).
+        `--estimate` shows what the run would cost and take (per step, with the critical path)
+        and runs nothing; `--budget USD` stops starting steps once the next one could take the
+        run past USD: the running ones finish and the run ends with status `budget`.
 
         Example::
 
-            %%workflow -o review --max-concurrency 4
+            %%workflow -o review --max-concurrency 4 --budget 0.50
             name: review
             steps:
               - {id: bugs, agent: python-expert, task: "Find bugs in {{src}}"}
@@ -243,6 +257,9 @@ class AgentMagics(Magics):
               - {id: summary, agent: writer, task: "Merge: {{bugs}} {{style}}"}
         """
         args = parse_line(self.workflow, line)
+        budget = check_budget(args.budget, source="%%workflow", name="--budget")
+        if args.dry_run and args.estimate:
+            raise UsageError("give --dry-run (check only) or --estimate, not both")
         ns = self._ns
         in_cell = cell is not None and "\n" in cell.strip()  # else a one-line body is a path
         try:
@@ -273,6 +290,19 @@ class AgentMagics(Magics):
             if args.output:
                 ns[args.output] = workflow
             return WorkflowPlan(workflow)
+        if args.estimate:
+            try:
+                estimate = orch.estimate(
+                    workflow,
+                    variables=variables,
+                    max_concurrency=args.max_concurrency,
+                    use_cache=args.use_cache is not False,
+                )
+            except WorkflowValidationError as exc:
+                raise _in_cell(exc, in_cell) from exc.__cause__
+            if args.output:
+                ns[args.output] = estimate
+            return estimate
         progress = WorkflowProgress(
             workflow,
             live=self.in_kernel,
@@ -289,6 +319,7 @@ class AgentMagics(Magics):
                 progress=progress.on_event,
                 resume=resume,
                 on_interrupt=partial_runs.append,
+                max_cost_usd=budget,
             )
         except WorkflowValidationError as exc:
             raise _in_cell(exc, in_cell) from exc.__cause__
@@ -338,6 +369,8 @@ class AgentMagics(Magics):
         %agentnb config                    the settings in effect and where each came from
         %agentnb agents                    the agents that can be named
         %agentnb reset                     forget the call records (the metrics)
+        %agentnb spend [-o VAR]            what the session's calls have cost, per model
+                                           (and the session_budget_usd left)
         %agentnb speedup [-n N] [--repeats R]
                                            N calls sequentially, concurrently and from the
                                            cache on the current backend: table and chart
@@ -358,7 +391,7 @@ class AgentMagics(Magics):
                 (
                     "-o",
                     args.output is not None,
-                    ("metrics", "cache", "config", "agents", "speedup"),
+                    ("metrics", "cache", "config", "agents", "speedup", "spend"),
                 ),
                 ("ACTION", args.action is not None, ("cache",)),
             )
@@ -409,6 +442,9 @@ class AgentMagics(Magics):
 
     def _agents(self, args: argparse.Namespace) -> Any:
         return self.session.orchestrator().agents.to_dataframe()
+
+    def _spend(self, args: argparse.Namespace) -> Any:
+        return self.session.orchestrator().spend()
 
     def _reset(self, args: argparse.Namespace) -> None:
         tracker = self.session.orchestrator().tracker

@@ -21,10 +21,12 @@ from IPython.core.error import UsageError
 
 from ..errors import AgentnbError, WorkflowValidationError
 from ..options import add_arguments
+from ..orchestrator.budget import add_budget_arguments
 from ..workflow.template import placeholders, render
 
 __all__ = [
     "argument",
+    "budget_arguments",
     "fill_placeholders",
     "in_cell_lines",
     "keep_questions",
@@ -165,12 +167,23 @@ def option_arguments(only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     Values are only converted here (`int`, `float`, text); `options.from_namespace` checks
     them, so `%agent`, the CLI and the Python API refuse the same values with the same words.
     """
+    return _arguments(lambda add: add_arguments(add, only=only))
+
+
+def budget_arguments() -> Callable[[F], F]:
+    """`--estimate` and `--budget USD` as magic arguments (`orchestrator.budget` declares them
+    for the CLI too); `check_budget` reads the amount, so an error names the flag in one line."""
+    return _arguments(add_budget_arguments)
+
+
+def _arguments(declare: Callable[[Callable[..., Any]], None]) -> Callable[[F], F]:
+    """One decorator applying every `argument(...)` that `declare(add)` asks for, in order."""
     decorators: list[Callable[[F], F]] = []
 
     def add(*flags: str, **kwargs: Any) -> None:
         decorators.append(argument(*flags, **kwargs))
 
-    add_arguments(add, only=only)
+    declare(add)
 
     def apply(func: F) -> F:
         for deco in reversed(decorators):

@@ -1,10 +1,12 @@
 """The call pipeline: run agents one at a time, many at once, as streams and as workflows.
 
-prepare (`prepare.py`) -> cache (`agentnb.cache`, single-flight) -> attempts (`attempts.py`:
-retries, backoff, timeouts) -> admission inside each attempt (`admission.py`) -> the backend.
-`AsyncAgentOrchestrator` (`core.py`) is the async core; `AgentOrchestrator` (`facade.py`) its
-blocking twin; `AgentStream` (`stream.py`) a streamed answer; `AgentCall` (`calls.py`) one call
-of a batch. Options travel as one `agentnb.options.CallOptions`.
+prepare (`prepare.py`) -> cache (`agentnb.cache`, single-flight) -> budget (`budget.py`: the
+call's worst case held while it runs) -> attempts (`attempts.py`: retries, backoff, timeouts) ->
+admission inside each attempt (`admission.py`) -> the backend. `AsyncAgentOrchestrator`
+(`core.py`) is the async core; `AgentOrchestrator` (`facade.py`) its blocking twin; `AgentStream`
+(`stream.py`) a streamed answer; `AgentCall` (`calls.py`) one call of a batch; `Estimate`
+(`estimate.py`) what a job would cost and take, before it runs. Options travel as one
+`agentnb.options.CallOptions`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from typing import Any
 
 from .admission import Admission, ConcurrencyLimit, Unlimited
 from .attempts import Deadline, Retrying, bounded
+from .budget import Budget, Spend, worst_cost
 from .calls import AgentCall, Tags
 from .core import AsyncAgentOrchestrator
+from .estimate import Estimate
 from .facade import AgentOrchestrator, current_default, default_orchestrator
 from .prepare import PreparedCall, Preparer
 from .stream import AgentStream
+from .tokens import estimate_input_tokens
 
 
 def __getattr__(name: str) -> Any:
@@ -35,14 +40,19 @@ __all__ = [
     "AgentOrchestrator",
     "AgentStream",
     "AsyncAgentOrchestrator",
+    "Budget",
     "ConcurrencyLimit",
     "Deadline",
+    "Estimate",
     "PreparedCall",
     "Preparer",
     "Retrying",
+    "Spend",
     "Tags",
     "Unlimited",
     "bounded",
     "current_default",
     "default_orchestrator",
+    "estimate_input_tokens",
+    "worst_cost",
 ]

@@ -3,7 +3,8 @@
 Identical concurrent misses (streams included) share one computation (the cache's
 single-flight). Which calls skip the cache: `use_cache=False`, `cache: false` in the agent
 file, or a `cache_exclude` glob. A blocking caller's memory hit is answered on its own thread
-(`memory_hit`), with no event loop involved.
+(`memory_hit`), with no event loop involved. An estimate asks whether a call would be answered
+here with `peek`, which records nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .prepare import PreparedCall
 if TYPE_CHECKING:
     from ..cache import ResponseCache
 
-__all__ = ["answer", "cache_for", "memory_hit"]
+__all__ = ["answer", "cache_for", "memory_hit", "peek"]
 
 
 def cache_for(cache: ResponseCache | None, p: PreparedCall) -> ResponseCache | None:
@@ -51,4 +52,13 @@ def memory_hit(cache: ResponseCache | None, p: PreparedCall) -> BackendResponse 
     if usable is None:
         return None
     payload = usable.memory_lookup(p.key)
+    return None if payload is None else from_payload(payload)
+
+
+async def peek(cache: ResponseCache | None, p: PreparedCall) -> BackendResponse | None:
+    """The answer the cache holds for `p`, if it would serve one, without recording a hit."""
+    usable = cache_for(cache, p)
+    if usable is None:
+        return None
+    payload = await usable.peek(p.key)
     return None if payload is None else from_payload(payload)

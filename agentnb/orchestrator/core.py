@@ -2,9 +2,11 @@
 
 Each call: prepare (`prepare.py`: agent + task + options -> request and cache key, all checked
 before anything runs) -> cache (memory, then the persistent tier; identical concurrent misses,
-streams included, make one call) -> attempts (`attempts.py`: retries with backoff) and, inside
-each attempt, admission (`admission.py`: a concurrency slot) -> the backend, bounded by the
-attempt's timeout -> one row in the tracker, success or not.
+streams included, make one call) -> budget (`budget.py`: on a miss the call holds its worst-case
+cost in its job's budget and the session's while it runs) -> attempts (`attempts.py`: retries
+with backoff) and, inside each attempt, admission (`admission.py`: a concurrency slot) -> the
+backend, bounded by the attempt's timeout -> one row in the tracker, success or not.
+`estimate()` works a job out without running it (`estimate.py`).
 
 Every call runs on the process's home event loop (`agentnb.loop`), so the methods can be awaited
 from any loop (pytest-asyncio, top-level `await` in Jupyter); `AgentOrchestrator` is the
@@ -29,16 +31,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from ..agents import AgentRegistry
 from ..backends import Backend, BackendResponse, make_backend
 from ..config import Config
-from ..errors import AgentnbError, BackendError
+from ..errors import AgentnbError, BackendError, RateLimitError
 from ..loop import HomeLoop, get_home_loop
 from ..metrics import PerformanceTracker, PriceTable, prices
 from ..options import CallOptions, OptionArgs
 from ..progress import Progress, job_progress
+from ..quota.gate import Quotas
 from ..result import AgentResult
 from .admission import Admission, ConcurrencyLimit
 from .attempts import Deadline, Retrying, sleep_at_least, timed_out
+from .budget import Budget, Spend, check_budget
 from .caching import answer, memory_hit
 from .calls import CallLike, options_of
+from .estimate import Estimate, estimate_calls, estimate_workflow
 from .fanout import Batch, run_pool
 from .gcpolicy import LARGE_JOB, young_generation
 from .lifecycle import changed, make_cache
@@ -98,10 +103,13 @@ class AsyncAgentOrchestrator:
         self.prices = price_table if price_table is not None else prices
         self.tracker = PerformanceTracker(path=self.config.metrics_path)
         self._closed = False
+        # The parent of every job's budget: counts the session's spend, limited or not.
+        self.session_budget = Budget(self.config.session_budget_usd, label="session budget")
         self._setup(self.config)
 
     def _setup(self, config: Config) -> None:
         self.admission: Admission = ConcurrencyLimit(config.max_concurrency)
+        self.quotas = Quotas(config, lambda: self.backend) if config.rate_limiting else None
         self.retrying = Retrying.from_config(config)
         self.preparer = Preparer(config, self.agents, self._identity)
         self.recorder = Recorder(self.tracker, self.prices, lambda: self.backend.kind)
@@ -149,16 +157,20 @@ class AsyncAgentOrchestrator:
         agent_name: str,
         task: str,
         options: CallOptions | None = None,
+        *,
+        max_cost_usd: float | None = None,
         **overrides: Unpack[OptionArgs],
     ) -> AgentResult:
         """Run one agent on one task and return its `AgentResult`.
 
         Raises `AgentCallError` when every attempt failed, and the validation errors
         (`InvalidAgentNameError`, `AgentNotFoundError`, `TaskTooLongError`, `OptionError`)
-        before any call.
+        before any call. `max_cost_usd`: refuse the call (`BudgetExceededError`) if it could
+        cost more (a single call is held only to the session's budget otherwise).
         """
         p = self.preparer.prepare(agent_name, task, options_of(options, overrides, "execute_agent"))
-        return await self.on_home(self.call(p))
+        budget = self.single_budget(max_cost_usd, "execute_agent")
+        return await self.on_home(self.call(p, budget=budget))
 
     async def execute_multiple(
         self,
@@ -168,6 +180,7 @@ class AsyncAgentOrchestrator:
         max_concurrency: int | None = None,
         return_exceptions: bool = False,
         progress: ProgressArg = None,
+        max_cost_usd: float | None = None,
         **overrides: Unpack[OptionArgs],
     ) -> list[AgentResult | BaseException]:
         """Run many calls concurrently, at most `max_concurrency` at once; results in input order.
@@ -178,28 +191,37 @@ class AsyncAgentOrchestrator:
         raised; with True each failed call's exception takes its place in the list. At most
         `max_concurrency` calls exist at once (a pool of workers), whatever the number of calls.
         `progress`: see `agentnb.progress` (shown for two calls or more).
+
+        `max_cost_usd` (default: the `max_cost_usd` setting) is the job's budget, under the
+        session's (`agentnb.orchestrator.budget`): a call starts only if its worst case fits
+        beside what was spent and what the calls in flight may cost. Once one does not fit, no
+        call starts, the calls in flight finish (their answers are kept and cached), and
+        `BudgetExceededError` is raised; with `return_exceptions=True` the refused calls hold
+        it instead. `estimate(calls)` says beforehand what the job should cost.
         """
-        if max_concurrency is not None and (
-            type(max_concurrency) is not int or not 1 <= max_concurrency <= 100_000
-        ):
-            raise AgentnbError(
-                f"max_concurrency must be a whole number from 1 to 100,000, got {max_concurrency!r}"
-            )
+        _check_concurrency(max_concurrency)
         common = options_of(options, overrides, "execute_multiple")
         batch = Batch(self.preparer, calls, common)
+        budget = self.job_budget(max_cost_usd, len(batch), "execute_multiple")
         show = self.progress_for(progress, len(batch))
-        return await self.on_home(self._run_many(batch, max_concurrency, return_exceptions, show))
+        return await self.on_home(
+            self._run_many(batch, max_concurrency, return_exceptions, show, budget)
+        )
 
     def stream_agent(
         self,
         agent_name: str,
         task: str,
         options: CallOptions | None = None,
+        *,
+        max_cost_usd: float | None = None,
         **overrides: Unpack[OptionArgs],
     ) -> AgentStream:
-        """Stream one agent's answer: iterate for text chunks; `.result` holds the final result."""
+        """Stream one agent's answer: iterate for text chunks; `.result` holds the final result.
+
+        `max_cost_usd`: as for `execute_agent`."""
         p = self.preparer.prepare(agent_name, task, options_of(options, overrides, "stream_agent"))
-        return AgentStream(self, p)
+        return AgentStream(self, p, self.single_budget(max_cost_usd, "stream_agent"))
 
     async def run_workflow(
         self,
@@ -211,6 +233,7 @@ class AsyncAgentOrchestrator:
         progress: ProgressArg | Callable[[StepEvent], None] = None,
         resume: WorkflowRun | None = None,
         on_interrupt: Callable[[WorkflowRun], None] | None = None,
+        max_cost_usd: float | None = None,
     ) -> WorkflowRun:
         """Run a workflow (a `Workflow`, YAML text or path, or a dict); see `agentnb.workflow`.
 
@@ -221,10 +244,16 @@ class AsyncAgentOrchestrator:
         `StepEvent`, or a progress switch as for `execute_multiple`. If the run is interrupted,
         `on_interrupt` gets the partial run (usable as `resume=`) before the cancellation
         propagates.
+
+        `max_cost_usd` (default: the `max_cost_usd` setting) is the run's budget, as for
+        `execute_multiple`: once a step's call does not fit, no step starts, the running ones
+        finish, and the run ends with status `budget` (the steps not started have status
+        `budget`; the finished ones are kept, and cached).
         """
         from ..workflow import Workflow
 
         wf = workflow if isinstance(workflow, Workflow) else _load_workflow(workflow)
+        budget = self.job_budget(max_cost_usd, len(wf.steps), "run_workflow")
         return await run_steps(
             self,
             wf,
@@ -234,11 +263,89 @@ class AsyncAgentOrchestrator:
             progress=progress,
             resume=resume,
             on_interrupt=on_interrupt,
+            budget=budget,
         )
+
+    async def estimate(
+        self,
+        work: Iterable[CallLike] | Workflow | str | Mapping[str, Any],
+        options: CallOptions | None = None,
+        *,
+        variables: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+        **overrides: Unpack[OptionArgs],
+    ) -> Estimate:
+        """What a job would cost and take, worked out without running anything.
+
+        `work` is what `execute_multiple` takes (calls; `options` and keyword options apply to
+        every call), or what `run_workflow` takes (a `Workflow`, YAML text or path, or a dict,
+        with `variables`; of the options only `use_cache`). Returns an `Estimate`: `.table`
+        has one row per call (input tokens, output and cost ranges, cached), the totals and the
+        predicted time are attributes. Nothing runs and nothing is recorded: no model call
+        (the backend may be asked to count tokens), no metrics row, no cache hit. See
+        `agentnb.orchestrator.estimate` for how each figure is worked out.
+        """
+        from ..workflow import Workflow
+
+        _check_concurrency(max_concurrency)
+        common = options_of(options, overrides, "estimate")
+        if isinstance(work, (Workflow, str, Mapping)):
+            wf = work if isinstance(work, Workflow) else _load_workflow(work)
+            other = sorted(set(common.set_fields()) - {"use_cache"})
+            if other:
+                raise AgentnbError(
+                    f"estimate: a workflow's steps carry their own options; of the options only "
+                    f"use_cache applies to a workflow, got {', '.join(other)}"
+                )
+            return await self.on_home(
+                estimate_workflow(
+                    self,
+                    wf,
+                    variables,
+                    use_cache=common.use_cache is not False,
+                    max_concurrency=max_concurrency,
+                )
+            )
+        batch = Batch(self.preparer, work, common)
+        return await self.on_home(estimate_calls(self, batch, max_concurrency))
+
+    def spend(self) -> Spend:
+        """What this orchestrator's calls have cost so far (cache hits cost nothing).
+
+        A `Spend`: `.total_usd`, `.limit_usd` (the `session_budget_usd` setting, None for
+        none), `.remaining_usd`, `.calls`, `.by_model` (a dict, model -> USD) and `.frame`
+        (the same as a DataFrame). Counted from the calls' actual usage at the price table's
+        prices since the orchestrator was made.
+        """
+        return self.session_budget.snapshot()
+
+    def job_budget(self, max_cost_usd: float | None, total: int, source: str) -> Budget:
+        """The budget of a job of `total` calls: `max_cost_usd` (checked; errors name `source`),
+        else the `max_cost_usd` setting, under the session's budget."""
+        limit = check_budget(max_cost_usd, source=source)
+        if limit is None:
+            limit = self.config.max_cost_usd
+        return Budget(limit, self.session_budget, total=total)
+
+    def single_budget(self, max_cost_usd: float | None, source: str) -> Budget | None:
+        """The budget of one call given `max_cost_usd`; None (the session's only) without it."""
+        if max_cost_usd is None:
+            return None
+        return Budget(check_budget(max_cost_usd, source=source), self.session_budget, total=1)
 
     def metrics(self) -> pd.DataFrame:
         """Every call so far, one row each (see `agentnb.metrics.COLUMNS`)."""
         return self.tracker.to_dataframe()
+
+    def quota(self, history: bool = False) -> pd.DataFrame:
+        """The quotas met so far (`agentnb.quota`), one row each: state (learning, known, none),
+        where the buckets live, the limits per minute, calls sent, 429s, time waited and the
+        adaptive concurrency. `history=True`: every change of each quota's concurrency."""
+        import pandas as pd
+
+        if self.quotas is None:
+            return pd.DataFrame()
+        return self.quotas.history() if history else self.quotas.table()
 
     async def reconfigure(self, config: Config) -> None:
         """Switch to `config` in place, keeping what its changes do not touch.
@@ -268,6 +375,9 @@ class AsyncAgentOrchestrator:
             records.close()
             if config.metrics_path is None:
                 self.tracker.extend(records)
+        if self.quotas is not None:
+            await self.quotas.aclose()
+        self.session_budget.limit_usd = config.session_budget_usd  # its spend is kept
         self._setup(config)
 
     async def aclose(self) -> None:
@@ -291,28 +401,57 @@ class AsyncAgentOrchestrator:
         )
 
     # -- the pipeline (on the home loop) ------------------------------------------------------
-    async def call(self, p: PreparedCall, admission: Admission | None = None) -> AgentResult:
-        """Run one prepared call through cache -> attempts -> admission -> backend.
+    async def call(
+        self, p: PreparedCall, admission: Admission | None = None, budget: Budget | None = None
+    ) -> AgentResult:
+        """Run one prepared call through cache -> budget -> attempts -> admission -> backend.
 
         Runs on the home loop (use `execute_agent` from elsewhere). `admission` defaults to
-        the orchestrator's own concurrency limit.
+        the orchestrator's own concurrency limit, `budget` to the session's budget (a job's
+        budget has it as parent): see `budgeted`. A cache hit passes no budget.
         """
         state = CallState()
         limit = self.admission if admission is None else admission
+        spend = self.session_budget if budget is None else budget
         try:
             if p.use_cache and self._cache is not None:
-                response, hit = await self._cached(p, limit, state)
+                response, hit = await self._cached(p, limit, state, spend)
             else:  # the lean path: no cache stage (and no closure: see `attempts`)
-                response, hit = await self.attempts(p, limit, state), False
+                response, hit = await self.budgeted(p, limit, state, spend), False
         except BaseException as exc:
             self.recorder.failed(p, state, exc)
             raise
+        spend.finish()
         return self.recorder.succeeded(p, response, state, hit)
 
     def _cached(
-        self, p: PreparedCall, limit: Admission, state: CallState
+        self, p: PreparedCall, limit: Admission, state: CallState, budget: Budget
     ) -> Awaitable[tuple[BackendResponse, bool]]:
-        return self.answer(p, lambda: self.attempts(p, limit, state))
+        return self.answer(p, lambda: self.budgeted(p, limit, state, budget))
+
+    async def budgeted(
+        self,
+        p: PreparedCall,
+        admission: Admission,
+        state: CallState,
+        budget: Budget,
+        attempt: Callable[[], Coroutine[Any, Any, BackendResponse]] | None = None,
+        final: Callable[[], bool] | None = None,
+    ) -> BackendResponse:
+        """The budget stage, once per call around its `attempts`: the call holds its worst-case
+        cost in `budget` while it runs (it may wait for calls in flight to settle, or be refused
+        with `BudgetExceededError` before anything is sent), then its actual cost replaces it.
+        A call that fails or is cancelled settles at no cost."""
+        worst = budget.worst_for(p, self.prices)
+        if not budget.try_admit(worst):
+            await budget.admit(worst)
+        cost, model = 0.0, p.request.model
+        try:
+            response = await self.attempts(p, admission, state, attempt, final)
+            cost, model = self.prices.cost(response.model, response.usage), response.model
+            return response
+        finally:
+            budget.settle(worst, cost, model)
 
     async def answer(
         self, p: PreparedCall, compute: Callable[[], Awaitable[BackendResponse]]
@@ -345,21 +484,32 @@ class AsyncAgentOrchestrator:
         # for the garbage collector, whose young collections then dominate a large job.
         backend, request, retrying = self.backend, p.request, self.retrying
         slot = admission.slot(p)
+        if self.quotas is not None:  # behind the call's quota, when it has one
+            slot = self.quotas.wrap(slot, p, state)
         timeout_s = p.timeout_s
         perf = time.perf_counter
         while True:
             if not slot.try_acquire():  # else wait, and count the time queued
                 t = perf()
-                await slot.acquire()
+                try:
+                    await slot.acquire()
+                except BackendError as refused:  # the quota knows it would fail (spend limit)
+                    retrying.give_up_if_final(
+                        p.spec.name, state.attempts, p.max_attempts, refused, True
+                    )
+                    raise  # pragma: no cover - give_up_if_final raised
                 state.queue_s += perf() - t
+            outcome: object = None  # what the slot is told when the attempt ends
             try:
                 n = state.attempts = state.attempts + 1
                 deadline = Deadline(timeout_s)
                 deadline.start()
                 try:
                     if attempt is None:
-                        return await backend.create(request)
-                    return await attempt()
+                        outcome = await backend.create(request)
+                    else:
+                        outcome = await attempt()
+                    return outcome
                 except asyncio.CancelledError:
                     if deadline.stop_cancelled():  # this attempt's time is up
                         error: BackendError = timed_out(n, timeout_s)
@@ -369,8 +519,11 @@ class AsyncAgentOrchestrator:
                     error = exc
                 finally:
                     deadline.stop()
+                outcome = error
+                if isinstance(error, RateLimitError):
+                    state.rate_limited += 1
             finally:
-                slot.release()
+                slot.release(outcome)
             delay = retrying.after_failure(
                 p.spec.name, n, p.max_attempts, error, final is not None and final()
             )
@@ -383,13 +536,14 @@ class AsyncAgentOrchestrator:
         max_concurrency: int | None,
         return_exceptions: bool,
         progress: Progress | bool,
+        budget: Budget,
     ) -> list[AgentResult | BaseException]:
         # A batch's own limit replaces the orchestrator's; the pool has one worker per slot.
         limit = self.admission if max_concurrency is None else ConcurrencyLimit(max_concurrency)
         workers = max_concurrency or self.config.max_concurrency
 
         def call(p: PreparedCall) -> Awaitable[AgentResult]:
-            return self.call(p, limit)
+            return self.call(p, limit, budget)
 
         threshold = self.config.job_gc_threshold if len(batch) >= LARGE_JOB else 0
         with (
@@ -397,12 +551,16 @@ class AsyncAgentOrchestrator:
             job_progress(progress, len(batch), label="execute_multiple") as show,
         ):
             shown = None if progress is False else show
+            if shown is not None and self.quotas is not None:
+                shown.watch(self.quotas.live)
             return await run_pool(call, batch, workers, return_exceptions, shown)
 
-    def stream_chunks(self, p: PreparedCall) -> AsyncIterator[str | AgentResult]:
+    def stream_chunks(
+        self, p: PreparedCall, budget: Budget | None = None
+    ) -> AsyncIterator[str | AgentResult]:
         """Text chunks of one prepared call as they arrive, then its `AgentResult` (home loop);
         see `agentnb.orchestrator.stream.stream_chunks`."""
-        return stream_chunks(self, p)
+        return stream_chunks(self, p, self.session_budget if budget is None else budget)
 
     def progress_for(self, arg: ProgressArg, total: int) -> Progress | bool:
         """What a job's `progress=` means: a caller's `Progress`; True to show one where it can
@@ -426,6 +584,8 @@ class AsyncAgentOrchestrator:
 
     async def _aclose_on_home(self) -> None:
         try:
+            if self.quotas is not None:
+                await self.quotas.aclose()
             if self._backend is not None:
                 await self._backend.aclose()
         finally:
@@ -435,6 +595,15 @@ class AsyncAgentOrchestrator:
             finally:
                 # Flushes pending records and stops the writer thread (a no-op without a file).
                 self.tracker.close()
+
+
+def _check_concurrency(max_concurrency: int | None) -> None:
+    if max_concurrency is not None and (
+        type(max_concurrency) is not int or not 1 <= max_concurrency <= 100_000
+    ):
+        raise AgentnbError(
+            f"max_concurrency must be a whole number from 1 to 100,000, got {max_concurrency!r}"
+        )
 
 
 def _load_workflow(source: str | Mapping[str, Any]) -> Workflow:

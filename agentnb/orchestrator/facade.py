@@ -123,15 +123,18 @@ class AgentOrchestrator:
         agent_name: str,
         task: str,
         options: CallOptions | None = None,
+        *,
+        max_cost_usd: float | None = None,
         **overrides: Unpack[OptionArgs],
     ) -> AgentResult:
         """Blocking `AsyncAgentOrchestrator.execute_agent`."""
         aio = self.aio
         p = aio.preparer.prepare(agent_name, task, options_of(options, overrides, "execute_agent"))
+        budget = aio.single_budget(max_cost_usd, "execute_agent")
         hit = aio.cached_result(p)  # a memory hit is answered here: no hop to the home loop
         if hit is not None:
             return hit
-        return self._run(aio.call(p))
+        return self._run(aio.call(p, budget=budget))
 
     #: Blocking `AsyncAgentOrchestrator.execute_multiple` (same arguments).
     execute_multiple = _blocking(AsyncAgentOrchestrator.execute_multiple)
@@ -143,10 +146,18 @@ class AgentOrchestrator:
     run_workflow = _blocking(AsyncAgentOrchestrator.run_workflow)
     #: Blocking `AsyncAgentOrchestrator.reconfigure`: apply a config in place.
     reconfigure = _blocking(AsyncAgentOrchestrator.reconfigure)
+    #: Blocking `AsyncAgentOrchestrator.estimate`: what a job would cost and take, run nothing.
+    estimate = _blocking(AsyncAgentOrchestrator.estimate)
+    #: `AsyncAgentOrchestrator.spend`: what the session's calls have cost so far.
+    spend = _delegated(AsyncAgentOrchestrator.spend)
 
     def metrics(self) -> pd.DataFrame:
         """Every call so far, one row each."""
         return self.aio.metrics()
+
+    def quota(self, history: bool = False) -> pd.DataFrame:
+        """The quotas met so far; see `AsyncAgentOrchestrator.quota`."""
+        return self.aio.quota(history)
 
     def close(self) -> None:
         """Close the backend's connections and the cache."""

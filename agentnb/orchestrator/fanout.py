@@ -2,7 +2,9 @@
 
 A worker pulls the next call when its own finishes, so memory and the loop's work per call stay
 flat however many calls there are (a `gather` of N tasks holds N coroutines from the start).
-Results keep the input order; the first failure cancels the rest unless `return_exceptions`.
+Results keep the input order; the first failure cancels the rest unless `return_exceptions`,
+except a call the budget refused: then no call starts, the calls in flight finish (what they
+paid for is kept, and cached), and the refusal is raised after them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
-from ..errors import AgentnbError
+from ..errors import AgentnbError, BudgetExceededError
 from ..options import CallOptions
 from ..progress import Progress
 from ..result import AgentResult
@@ -39,13 +41,23 @@ async def run_pool(
     results: list[AgentResult | BaseException | None] = [None] * len(batch)
     todo = iter(range(len(batch)))
     take = batch.take
+    refused: list[BudgetExceededError] = []  # without return_exceptions: the job stops
 
     async def worker() -> None:
         for i in todo:
+            if refused:
+                return
             if progress is not None:
                 progress.started()
             try:
                 result = await call(take(i))
+            except BudgetExceededError as exc:
+                if progress is not None:
+                    progress.finished(failed=True)
+                if not return_exceptions:
+                    refused.append(exc)
+                    return
+                results[i] = exc
             except Exception as exc:
                 if progress is not None:
                     progress.finished(failed=True)
@@ -64,6 +76,8 @@ async def run_pool(
     except BaseExceptionGroup as group:
         # Surface the first real failure, not a group wrapper: callers catch AgentnbError.
         raise first_error(group) from None
+    if refused:
+        raise refused[0]
     return results  # type: ignore[return-value]  # every slot was filled
 
 
@@ -127,11 +141,11 @@ def step_progress(show: Progress) -> Callable[[StepEvent], None]:
         if event.status == "running":
             running.add(event.step_id)
             show.started()
-        elif event.status in ("succeeded", "cached", "failed", "skipped"):
+        elif event.status in ("succeeded", "cached", "failed", "skipped", "budget"):
             result = event.result
             show.finished(
                 cached=event.status == "cached",
-                failed=event.status in ("failed", "skipped"),
+                failed=event.status in ("failed", "skipped", "budget"),
                 cost_usd=result.cost_usd if result is not None else 0.0,
                 was_in_flight=event.step_id in running,
             )

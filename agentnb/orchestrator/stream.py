@@ -16,6 +16,7 @@ from ..result import AgentResult
 from .records import CallState
 
 if TYPE_CHECKING:
+    from .budget import Budget
     from .core import AsyncAgentOrchestrator
     from .prepare import PreparedCall
 
@@ -31,9 +32,12 @@ class AgentStream:
         >>> stream.result.cached                                       # doctest: +SKIP
     """
 
-    def __init__(self, orchestrator: AsyncAgentOrchestrator, call: PreparedCall) -> None:
+    def __init__(
+        self, orchestrator: AsyncAgentOrchestrator, call: PreparedCall, budget: Budget | None = None
+    ) -> None:
         self._orch = orchestrator
         self.call = call
+        self.budget = budget  # None: the orchestrator's session budget
         self.result: AgentResult | None = None
         self._started = False
 
@@ -42,7 +46,7 @@ class AgentStream:
             raise AgentnbError("a stream can be iterated only once")
         self._orch.check_open()
         self._started = True
-        return self._orch.stream_chunks(self.call)
+        return self._orch.stream_chunks(self.call, self.budget)
 
     async def __aiter__(self) -> AsyncIterator[str]:
         async for item in self._orch.home.aiterate(self._items()):
@@ -68,13 +72,14 @@ class AgentStream:
 
 
 async def stream_chunks(
-    orch: AsyncAgentOrchestrator, p: PreparedCall
+    orch: AsyncAgentOrchestrator, p: PreparedCall, budget: Budget
 ) -> AsyncIterator[str | AgentResult]:
     """Text chunks of one prepared call as they arrive, then its `AgentResult` (home loop).
 
     A stream shares the cache and its single-flight with every other call: an identical
     call in flight, or a cached answer, arrives as one chunk. A failed attempt that already
-    showed text is not retried (a retry would show it again).
+    showed text is not retried (a retry would show it again). On a cache miss the call holds
+    its worst case in `budget` while it runs, as a plain call does.
     """
     state = CallState()
     limit = orch.admission
@@ -96,7 +101,7 @@ async def stream_chunks(
         return final
 
     async def attempts() -> BackendResponse:
-        return await orch.attempts(p, limit, state, one_stream, lambda: sent)
+        return await orch.budgeted(p, limit, state, budget, one_stream, lambda: sent)
 
     async def produce() -> tuple[BackendResponse, bool]:
         try:
@@ -115,4 +120,5 @@ async def stream_chunks(
         raise
     if not sent:  # answered by the cache or an identical call: the whole text at once
         yield response.text
+    budget.finish()
     yield orch.recorder.succeeded(p, response, state, hit)

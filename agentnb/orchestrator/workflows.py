@@ -2,7 +2,8 @@
 
 The scheduler (`agentnb.workflow.execute_workflow`) holds the concurrency limit, so a step's call
 passes no admission slot of the orchestrator's (a step is "running" only while it really runs);
-each step is prepared (request and cache key) once, when it becomes ready.
+each step is prepared (request and cache key) once, when it becomes ready. Every step's call
+holds its worst case in the run's budget; a refused one stops the run (status `budget`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .prepare import PreparedCall
 
 if TYPE_CHECKING:
     from ..workflow import StepEvent, Workflow, WorkflowRun
+    from .budget import Budget
     from .core import AsyncAgentOrchestrator, ProgressArg
 
 __all__ = ["run_steps"]
@@ -38,6 +40,7 @@ async def run_steps(
     progress: ProgressArg | Callable[[StepEvent], None],
     resume: WorkflowRun | None,
     on_interrupt: Callable[[WorkflowRun], None] | None,
+    budget: Budget | None = None,
 ) -> WorkflowRun:
     """`AsyncAgentOrchestrator.run_workflow` once the workflow is loaded."""
     from ..workflow import execute_workflow
@@ -53,7 +56,7 @@ async def run_steps(
         return prepare_call(step.agent, task, options, Tags(run_id, wf.name, step.id))
 
     async def execute(step: Any, p: PreparedCall) -> AgentResult:
-        return await orch.call(p, _UNLIMITED)
+        return await orch.call(p, _UNLIMITED, budget)
 
     if max_concurrency is None and wf.max_concurrency is None:
         max_concurrency = orch.config.max_concurrency
@@ -80,6 +83,8 @@ async def run_steps(
     if show is False:
         return await orch.on_home(run(on_event))
     with job_progress(show, len(wf.steps), label=f"workflow {wf.name}") as shown:
+        if orch.quotas is not None:
+            shown.watch(orch.quotas.live)
         done = await orch.on_home(run(step_progress(shown)))
         if done.status != "succeeded" and not isinstance(show, Progress):
             shown.close(done.status)

@@ -181,6 +181,7 @@ class QuotaLimiter:
         self.waited_s = 0.0
         self.blocked: SpendLimitError | None = None
         self._blocked_until = 0.0
+        self._paused_until = 0.0  # monotonic: a 429 heard here
         self._line: asyncio.Lock | None = None  # FIFO of attempts waiting for the buckets
         self._probe: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -239,7 +240,9 @@ class QuotaLimiter:
         slot.raw_estimate, slot.costs = raw, costs
         store, key = self.store, self.key
         line = self._line
-        if line is None or not line.locked():  # nobody waits: try at once
+        if self._paused_until and time.monotonic() < self._paused_until:
+            pass  # paused by a 429: wait in line
+        elif line is None or not line.locked():  # nobody waits: try at once
             limits = self.limits
             assert limits is not None
             if await store.take(key, limits, costs) <= 0.0:
@@ -250,6 +253,10 @@ class QuotaLimiter:
         try:
             async with line:  # first come, first served: only the head asks the store
                 while True:
+                    pause = self._paused_until - time.monotonic()
+                    if pause > 0:  # this process heard the 429: no need to ask the store
+                        await asyncio.sleep(pause)
+                        continue
                     limits = self.limits
                     assert limits is not None
                     wait = await store.take(key, limits, costs)
@@ -352,6 +359,8 @@ class QuotaLimiter:
             wait = max(resets) if resets else None
         if wait is None:
             wait = DEFAULT_PAUSE_S
+        # At once for the attempts of this process; through the store for the others.
+        self._paused_until = max(self._paused_until, time.monotonic() + wait)
         if self.limits is not None:
             self._spawn(self.store.pause(self.key, self.limits, time.time() + wait))
 

@@ -2,10 +2,12 @@
 
 Step statuses: `waiting` and `running` (seen only in progress events), then one of `succeeded`,
 `cached` (no model call this time: reused from `resume=`, or served by the response cache),
-`failed`, or `skipped` (a dependency failed, or `fail_fast` stopped the run; `reason` says which).
-A run is `succeeded` when every step succeeded or was cached, `failed` when none did, else
-`partial`. Times: `started_s`/`ended_s` are `time.perf_counter` seconds from the run's start;
-`started_at`/`ended_at` are wall-clock UTC datetimes.
+`failed`, `skipped` (a dependency failed, or `fail_fast` stopped the run; `reason` says which),
+or `budget` (not started: the run's budget could not take its call; `reason` says so).
+A run is `budget` when its budget stopped it, else `succeeded` when every step succeeded or was
+cached, `failed` when none did, else `partial`. Times: `started_s`/`ended_s` are
+`time.perf_counter` seconds from the run's start; `started_at`/`ended_at` are wall-clock UTC
+datetimes.
 
 Example:
     >>> run = WorkflowRun(workflow=wf, steps=steps, started_at=now, wall_s=1.2)  # doctest: +SKIP
@@ -33,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RunStatus", "StepResult", "StepStatus", "WorkflowRun"]
 
-StepStatus = Literal["waiting", "running", "succeeded", "cached", "failed", "skipped"]
-RunStatus = Literal["succeeded", "failed", "partial"]
+StepStatus = Literal["waiting", "running", "succeeded", "cached", "failed", "skipped", "budget"]
+RunStatus = Literal["succeeded", "failed", "partial", "budget"]
 OK_STATUSES = ("succeeded", "cached")
 
 
@@ -168,7 +170,10 @@ class WorkflowRun:
 
     @property
     def status(self) -> RunStatus:
-        """`succeeded` (every step has an output), `failed` (none has) or `partial`."""
+        """`budget` (the budget stopped the run), else `succeeded` (every step has an output),
+        `failed` (none has) or `partial`."""
+        if any(s.status == "budget" for s in self.steps.values()):
+            return "budget"
         ok = sum(1 for s in self.steps.values() if s.ok)
         if ok == len(self.steps):
             return "succeeded"
@@ -186,6 +191,11 @@ class WorkflowRun:
     @property
     def skipped(self) -> list[str]:
         return [k for k, s in self.steps.items() if s.status == "skipped"]
+
+    @property
+    def over_budget(self) -> list[str]:
+        """The steps not started because the run's budget could not take them."""
+        return [k for k, s in self.steps.items() if s.status == "budget"]
 
     @property
     def simulated(self) -> bool:
@@ -285,6 +295,8 @@ class WorkflowRun:
             parts.append(f"failed: {', '.join(failed)} (first: {first.detail})")
         if self.skipped:
             parts.append(f"skipped: {', '.join(self.skipped)}")
+        if self.over_budget:
+            parts.append(f"not started (budget): {', '.join(self.over_budget)}")
         cause = next((s.error for s in self.steps.values() if s.error is not None), None)
         raise WorkflowError(f"workflow {self.name!r} {self.status}; " + "; ".join(parts)) from cause
 
@@ -386,6 +398,7 @@ class WorkflowRun:
             "cached": "#1f5fa8",
             "failed": "#b22222",
             "skipped": "#777777",
+            "budget": "#9a6700",
         }
         rows = []
         for k, s in self.steps.items():

@@ -10,7 +10,10 @@ Failures never raise out of `execute_workflow`; they are recorded in the `Workfl
 - `on_error: continue` marks every step downstream of a failure `skipped` (naming the failed
   step) and lets independent branches run to the end;
 - `on_error: fail_fast` cancels the running steps at the first failure and starts nothing new;
-  cancelled and unstarted steps are `skipped`.
+  cancelled and unstarted steps are `skipped`;
+- a step whose executor raises `BudgetExceededError` (its call did not fit the run's budget)
+  stops the run whatever `on_error` says: nothing new starts, the running steps finish, and that
+  step and every step not started end with status `budget` (the run's status is `budget`).
 
 Cancelling the call (or a `KeyboardInterrupt` raised inside a step) cancels the running steps and
 propagates; results already completed stay in the orchestrator's response cache, so running
@@ -32,6 +35,7 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import BudgetExceededError
 from ..options import check_text
 from ..result import AgentResult
 from .events import StepEvent
@@ -175,6 +179,7 @@ class _Scheduler:
         self.results: dict[str, StepResult] = {}
         self.started: dict[str, tuple[float, datetime]] = {}
         self.stopping = False
+        self.refused: BudgetExceededError | None = None  # the budget stopped the run
         self.group: asyncio.TaskGroup | None = None
         self.t0 = time.perf_counter()
         self.started_at = datetime.now(UTC)
@@ -189,14 +194,16 @@ class _Scheduler:
                 self._advance([p for p, n in enumerate(self.waiting) if n == 0])
         except* _FailFast:
             pass
+        if self.refused is not None:
+            return self.build_run(f"not started: {self.refused}", "budget")
         first = next((k for k, r in self.results.items() if r.status == "failed"), None)
         return self.build_run(f"not started: step {first!r} failed (on_error: fail_fast)")
 
-    def build_run(self, unfinished: str) -> WorkflowRun:
-        """The run as it stands; steps without a result are `skipped` because `unfinished`."""
+    def build_run(self, unfinished: str, status: StepStatus = "skipped") -> WorkflowRun:
+        """The run as it stands; steps without a result get `status` because `unfinished`."""
         for step in self.steps:
             if step.id not in self.results:
-                self._finish(step, "skipped", reason=unfinished)
+                self._finish(step, status, reason=unfinished)
         wall = time.perf_counter() - self.t0
         return WorkflowRun(
             workflow=self.workflow,
@@ -291,6 +298,11 @@ class _Scheduler:
             if not self.stopping:
                 self._advance(self._released(step))
             return
+        if isinstance(error, BudgetExceededError):  # not started: and nothing else will be
+            self.refused = self.refused or error
+            self.stopping = True
+            self._finish(step, "budget", error=error, task=task, reason="not started: over budget")
+            return
         self._finish(step, "failed", error=error, task=task, started=self.started[step.id])
         self._launch()  # its slot is free
         if self.workflow.on_error == "fail_fast":
@@ -372,7 +384,7 @@ class _Scheduler:
         attempts = 0
         if result is not None and not reused:
             attempts = result.attempts
-        elif error is not None:
+        elif error is not None and status != "budget":
             attempts = int(getattr(error, "attempts", 1))
         elif started is not None and not reused:
             attempts = 1
