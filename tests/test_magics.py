@@ -814,3 +814,21 @@ def test_workflow_estimate_budget_and_spend(
     spend = run(ip, "%agentnb spend -o money")
     assert isinstance(spend, Spend) and ip.user_ns["money"] is spend
     assert spend.calls == 4 and spend.total_usd == pytest.approx(orch().metrics()["cost_usd"].sum())
+
+
+def test_agentnb_quota_shows_the_quotas_met(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(ip, "%agentnb quota") is None
+    assert "no quota met yet" in capsys.readouterr().out
+    run(ip, """%config AgentNB.sim_limits = {"*": {"rpm": 6000}}""")
+    run(ip, "%agent writer Write a haiku about caches")
+    table = run(ip, "%agentnb quota -o q")
+    assert ip.user_ns["q"] is table
+    (row,) = table.to_dict("records")
+    assert row["state"] == "known" and row["rpm"] == 6000 and row["sent"] == 1
+    history = run(ip, "%agentnb quota history")
+    assert list(history.columns) == ["time", "quota", "concurrency", "why"]
+    assert list(history["why"])[:1] == ["start"]
+    with pytest.raises(UsageError, match="expected history"):
+        run(ip, "%agentnb quota everything")

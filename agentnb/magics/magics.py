@@ -54,7 +54,7 @@ from .settings import AgentNB
 
 __all__ = ["AGENTNB_COMMANDS", "AgentMagics"]
 
-AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup", "spend")
+AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup", "spend", "quota")
 
 # What may precede a line magic that is the value of its cell: `NAME = ` (magic assignment).
 _TARGET = r"(?:[A-Za-z_][\w.]*\s*=\s*)?"
@@ -371,6 +371,8 @@ class AgentMagics(Magics):
         %agentnb reset                     forget the call records (the metrics)
         %agentnb spend [-o VAR]            what the session's calls have cost, per model
                                            (and the session_budget_usd left)
+        %agentnb quota [history] [-o VAR]  the rate-limit quotas met: limits, calls, 429s,
+                                           time waited, concurrency (history: its changes)
         %agentnb speedup [-n N] [--repeats R]
                                            N calls sequentially, concurrently and from the
                                            cache on the current backend: table and chart
@@ -391,9 +393,9 @@ class AgentMagics(Magics):
                 (
                     "-o",
                     args.output is not None,
-                    ("metrics", "cache", "config", "agents", "speedup", "spend"),
+                    ("metrics", "cache", "config", "agents", "speedup", "spend", "quota"),
                 ),
-                ("ACTION", args.action is not None, ("cache",)),
+                ("ACTION", args.action is not None, ("cache", "quota")),
             )
             if given and command not in allowed
         ]
@@ -445,6 +447,19 @@ class AgentMagics(Magics):
 
     def _spend(self, args: argparse.Namespace) -> Any:
         return self.session.orchestrator().spend()
+
+    def _quota(self, args: argparse.Namespace) -> Any:
+        action = args.action or "table"
+        if action not in ("table", "history"):
+            raise UsageError(f"%agentnb quota {action}: expected history or nothing")
+        frame = self.session.orchestrator().quota(history=action == "history")
+        if frame.empty:
+            print(
+                "agentnb: no quota met yet (none is paced until rate_limits is set or the "
+                "backend's answers carry rate-limit headers)"
+            )
+            return None
+        return frame
 
     def _reset(self, args: argparse.Namespace) -> None:
         tracker = self.session.orchestrator().tracker
