@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LOCAL_SCOPE", "Quotas"]
 
+#: The most a quota's adaptive window grows to. Each job's own `max_concurrency` (and the
+#: orchestrator's) still caps its calls in flight: the window only ever lowers that, after
+#: 429s and 529s, and while it slow-starts. One quota serves every job of the orchestrator.
+WINDOW_CEILING = 10_000
 #: A backend's `quota_scope` starting with this is a quota of this process alone.
 LOCAL_SCOPE = "local:"
 
@@ -76,7 +80,7 @@ class Quotas:
                 self._local_store if local else lambda: self.store,
                 limits=limits,
                 learn=learn,
-                ceiling=self.config.max_concurrency,
+                ceiling=WINDOW_CEILING,
                 adaptive=self.config.adaptive_concurrency,
             )
         return limiter

@@ -5,9 +5,9 @@ attempt is admitted in three steps, each skipped when it has nothing to do:
 
 1. **the window**: adaptive concurrency (`AdaptiveLimit`): slow start (one more call in flight
    per success, so the window doubles each round trip) up to the first 429 or 529, then
-   additive increase and multiplicative decrease (halved once per congestion event), capped
-   by `max_concurrency`; after an idle spell it starts slowly again, so an acceleration limit
-   is not tripped by a sudden ramp;
+   additive increase and multiplicative decrease (halved once per congestion event), under
+   the job's own `max_concurrency`; after an idle spell it starts slowly again, so an
+   acceleration limit is not tripped by a sudden ramp;
 2. **learning**: while the limits are unknown (not in `rate_limits:`, no response seen yet),
    the first request goes alone and its response's headers say what the limits are, before
    the fan-out starts. A response without rate-limit headers means there is no quota to pace
@@ -149,7 +149,7 @@ class QuotaLimiter:
     """The admission of one quota (one endpoint scope and model class); see the module doc.
 
     `limits`: the configured limits (None: learn them when `learn`, else there is no quota).
-    `ceiling`: the most calls in flight (the orchestrator's `max_concurrency`).
+    `ceiling`: the most the adaptive window grows to (`gate.WINDOW_CEILING`).
     """
 
     def __init__(
