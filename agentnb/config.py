@@ -55,6 +55,7 @@ TEN_YEARS_S = 10 * 365 * 24 * 3600.0  # the longest cache_ttl_s: past it, a TTL 
 
 
 RatelimitBackendName = Literal["auto", "local", "sqlite", "redis"]
+BatchRetryName = Literal["online", "batch"]
 #: The keys of one entry of `rate_limits:` and `sim_limits:` (per model class, or "*").
 QUOTA_KEYS = ("rpm", "itpm", "otpm", "burst_s")
 SIM_QUOTA_KEYS = (*QUOTA_KEYS, "ramp_s")
@@ -159,6 +160,21 @@ class Config:
     session_budget_usd: float | None = setting(
         None, help="Budget of everything this orchestrator runs, in USD; none if unset.", ge=0
     )
+    batch_poll_s: float = setting(
+        1.0,
+        help="Message Batches: first wait between two looks at a batch, in seconds; each wait "
+        "grows by half, up to batch_poll_max_s.",
+        gt=0,
+        le=3600,
+    )
+    batch_poll_max_s: float = setting(
+        60.0, help="Message Batches: longest wait between two looks, in seconds.", gt=0, le=3600
+    )
+    batch_retry: BatchRetryName = setting(
+        "online",
+        help="Message Batches: requests that errored retryably are tried again 'online' (the "
+        "normal path) or in a follow-up 'batch'.",
+    )
     state_dir: Path = setting(
         default_factory=_default_state_dir,
         help="Directory of agentnb's state (shared quota, batch ledger; default: "
@@ -195,6 +211,19 @@ class Config:
         None,
         help="Simulator: spend (at list prices) after which it answers the spend-limit 429.",
         ge=0,
+    )
+    sim_batch_latency_s: float = setting(
+        2.0,
+        help="Simulator: seconds a batch of up to 1,000 requests takes to process (larger "
+        "ones take proportionally longer).",
+        ge=0,
+        le=86_400,
+    )
+    sim_batch_error_rate: float = setting(
+        0.0, help="Simulator: share of a batch's requests that end 'errored'.", ge=0, le=1
+    )
+    sim_batch_expire_rate: float = setting(
+        0.0, help="Simulator: share of a batch's requests that end 'expired'.", ge=0, le=1
     )
     sim_fault_burst: float = setting(
         1.0,

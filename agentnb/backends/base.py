@@ -17,12 +17,15 @@ Example:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
+from ..errors import BadRequestError
+
 if TYPE_CHECKING:
     from ..quota import RateLimits
+    from .batch import BatchInfo, BatchRequest, BatchResult
 
 __all__ = [
     "Backend",
@@ -130,6 +133,33 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the backend must not be used afterwards."""
+
+    # -- Message Batches (`agentnb.backends.batch`): a backend that has them overrides these --
+    @property
+    def supports_batches(self) -> bool:
+        """Whether this backend can run Message Batches (the `batch_*` methods)."""
+        return type(self).batch_create is not Backend.batch_create
+
+    async def batch_create(self, requests: Sequence[BatchRequest]) -> BatchInfo:
+        """Submit one batch (at most `MAX_BATCH_REQUESTS` requests, custom ids unique and
+        following `CUSTOM_ID`) and return it as created."""
+        raise BadRequestError(f"the {self.kind} backend has no Message Batches")
+
+    async def batch_retrieve(self, batch_id: str) -> BatchInfo:
+        """The batch `batch_id` now (`NotFoundError` for an unknown id)."""
+        raise BadRequestError(f"the {self.kind} backend has no Message Batches")
+
+    async def batch_cancel(self, batch_id: str) -> BatchInfo:
+        """Ask the provider to cancel `batch_id` (requests not yet processed end `canceled`)."""
+        raise BadRequestError(f"the {self.kind} backend has no Message Batches")
+
+    async def batch_list(self, limit: int = 100) -> list[BatchInfo]:
+        """The most recent batches, newest first."""
+        raise BadRequestError(f"the {self.kind} backend has no Message Batches")
+
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchResult]:
+        """The results of an ended batch, one per request, read as a stream (never whole)."""
+        raise BadRequestError(f"the {self.kind} backend has no Message Batches")
 
     async def count_tokens(self, request: BackendRequest) -> int | None:
         """The input tokens `request` would count (the API's `count_tokens`), or None when this
