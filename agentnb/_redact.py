@@ -6,8 +6,15 @@ at DEBUG level (a server that echoes the key back in an error body, logged by
 logger's filters apply only to records logged on that very logger, not on its children. So the
 redaction is a filter on the *handlers* that emit them: those of the root logger, of the SDK's
 and HTTP clients' loggers, and Python's last-resort handler. `protect(key)` is called each time
-agentnb builds an SDK client with a key (handlers added after that are covered at the next
-client agentnb builds).
+agentnb builds an SDK client with a key.
+
+A handler added later (a user turning on logging after the first call) has no filter yet, so
+`protect` also wraps the log record factory once: every record made afterwards, by any logger,
+has the secrets scrubbed from its message and arguments as it is made, before any handler sees
+it. The factory only pays for that while a secret is registered. The handler filters also scrub
+the record's `extra` fields (set after the factory ran) and its exception text (formatted
+later): a handler added after the last client was built sees those unscrubbed, but neither
+agentnb nor the SDK puts request data in them.
 
 Example:
     >>> import io, logging
@@ -25,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["KeyRedactor", "protect", "redactor"]
 
@@ -41,6 +50,7 @@ class KeyRedactor(logging.Filter):
         super().__init__()
         self._secrets: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._factory: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
 
     def add(self, secret: str) -> None:
         """Redact `secret` from now on."""
@@ -52,15 +62,47 @@ class KeyRedactor(logging.Filter):
         secrets = self._secrets
         if not secrets:
             return True
-        message = record.getMessage()
-        clean = _scrub(message, secrets)
-        if clean != message:
-            record.msg, record.args = clean, None
+        self.scrub(record, secrets)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = _scrub(record.exc_text, secrets)
         return True
+
+    def scrub(self, record: logging.LogRecord, secrets: frozenset[str]) -> None:
+        """Scrub the record's message (with its arguments) and its `extra` string fields."""
+        message = record.getMessage()
+        clean = _scrub(message, secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD and isinstance(value, str):
+                scrubbed = _scrub(value, secrets)
+                if scrubbed is not value:
+                    record.__dict__[name] = scrubbed
+
+    def make_record(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        """The wrapped record factory: the record as made, scrubbed while secrets exist."""
+        record = self._factory(*args, **kwargs)
+        secrets = self._secrets
+        if secrets:
+            self.scrub(record, secrets)
+        return record
+
+    def install(self) -> None:
+        """Wrap the process's log record factory (once)."""
+        with self._lock:
+            current = logging.getLogRecordFactory()
+            if current != self.make_record:  # bound methods: equal, never identical
+                self._factory = current
+                logging.setLogRecordFactory(self.make_record)
+
+
+#: The attributes every `LogRecord` has: anything else came from `extra=`.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 
 def _scrub(text: str, secrets: frozenset[str]) -> str:
@@ -81,6 +123,7 @@ def redactor() -> KeyRedactor:
 def protect(secret: str) -> None:
     """Redact `secret` in every record the current handlers of `LOGGERS` emit."""
     _redactor.add(secret)
+    _redactor.install()
     handlers = [h for name in LOGGERS for h in logging.getLogger(name).handlers]
     if logging.lastResort is not None:
         handlers.append(logging.lastResort)

@@ -51,3 +51,29 @@ async def test_sdk_debug_records_of_child_loggers_are_redacted(debug_log: io.Str
     text = debug_log.getvalue()
     assert "invalid key ***" in text and "bad header ***" in text
     assert KEY not in text
+
+
+def test_handlers_added_later_and_extra_fields_are_redacted() -> None:
+    from agentnb._redact import protect
+
+    before = io.StringIO()  # a handler that was there when the client was built
+    early = logging.StreamHandler(before)
+    early.setFormatter(logging.Formatter("%(message)s | %(detail)s"))
+    logging.getLogger().addHandler(early)
+    try:
+        protect(KEY)  # as agentnb does when it builds a client
+        after = io.StringIO()
+        late = logging.StreamHandler(after)  # added afterwards: no filter of ours on it
+        log = logging.getLogger("some.user.module")
+        log.addHandler(late)
+        try:
+            log.warning("token %s", KEY, extra={"detail": f"header x-api-key: {KEY}"})
+        finally:
+            log.removeHandler(late)
+    finally:
+        logging.getLogger().removeHandler(early)
+    assert after.getvalue().strip() == "token ***"
+    assert before.getvalue().strip() == "token *** | header x-api-key: ***"
+    protect(KEY)  # a second client: the factory is wrapped once, not twice
+    record = logging.getLogRecordFactory()("n", 10, "p", 1, f"again {KEY}", (), None)
+    assert record.getMessage() == "again ***"
