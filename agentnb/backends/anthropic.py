@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._fork import abandon, at_fork_in_child
@@ -40,17 +40,20 @@ from ..errors import (
     BackendConnectionError,
     BackendError,
     BackendTimeoutError,
+    BadRequestError,
     ServerError,
     error_for_status,
 )
 from ..quota import RateLimits, parse_rate_limits
 from .base import Backend, BackendRequest, BackendResponse, Usage
+from .batch import BatchCounts, BatchInfo, BatchRequest, BatchResult
 
 if TYPE_CHECKING:
     import httpx2
     from anthropic import AsyncAnthropic
     from anthropic.types import Message as SDKMessage
     from anthropic.types import TextBlockParam
+    from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
     from ..config import Config
 
@@ -90,6 +93,9 @@ class AnthropicBackend(Backend):
       are never served for one another (the simulator's transport says "simulated-http");
     - `agentnb_agent_header: str | None` names a request header in which it wants the calling
       agent's name (percent-encoded); no such header is sent otherwise, so never to the API;
+    - `agentnb_agent_field: str | None` names a field of a batch request's `params` in which it
+      wants the agent's name (a batch has no headers per request); never sent otherwise, so
+      a batch sent to the API carries no agent names;
     - `agentnb_reports_rate_limits: bool` False says its responses never carry rate-limit
       headers (`reports_rate_limits`), so there is nothing to learn from them.
     """
@@ -118,6 +124,8 @@ class AnthropicBackend(Backend):
         self._quota_scope: str | None = None
         header = self._described("agentnb_agent_header")
         self._agent_header = header if isinstance(header, str) and header else None
+        field = self._described("agentnb_agent_field")
+        self._agent_field = field if isinstance(field, str) and field else None
         # A transport that says its responses carry none: their headers are not even looked at.
         self._limit_headers = self._described("agentnb_reports_rate_limits") is not False
         at_fork_in_child(self._after_fork_in_child)
@@ -246,7 +254,9 @@ class AnthropicBackend(Backend):
             await client.close()
 
     # -- calls -------------------------------------------------------------------------------
-    def _params(self, request: BackendRequest) -> dict[str, Any]:
+    def _params(self, request: BackendRequest, *, batched: bool = False) -> dict[str, Any]:
+        """The SDK's keyword arguments for `request`; `batched`: a batch request's `params`,
+        which has no headers (the agent's name goes in a field, to a transport that asks)."""
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
@@ -264,7 +274,10 @@ class AnthropicBackend(Backend):
                 params["system"] = request.system
         if request.stop_sequences:
             params["stop_sequences"] = list(request.stop_sequences)
-        if self._agent_header is not None and request.agent:
+        if batched:
+            if self._agent_field is not None and request.agent:
+                params[self._agent_field] = request.agent
+        elif self._agent_header is not None and request.agent:
             params["extra_headers"] = {
                 self._agent_header: urllib.parse.quote(request.agent, safe="")
             }
@@ -328,6 +341,88 @@ class AnthropicBackend(Backend):
             raise error from None
         return int(counted.input_tokens)
 
+    # -- Message Batches -------------------------------------------------------------------
+    async def batch_create(self, requests: Sequence[BatchRequest]) -> BatchInfo:
+        """Submit a batch; each request's params are those `create` sends (the API checks
+        them, the custom ids and the batch's size)."""
+        client = self._client or await self._get_client()
+        body: list[Any] = [
+            {"custom_id": custom_id, "params": self._params(request, batched=True)}
+            for custom_id, request in requests
+        ]
+        try:
+            batch = await client.messages.batches.create(requests=body)
+        except Exception as exc:
+            raise self._translated(exc) from None
+        return _batch_info(batch)
+
+    async def batch_retrieve(self, batch_id: str) -> BatchInfo:
+        client = self._client or await self._get_client()
+        try:
+            batch = await client.messages.batches.retrieve(batch_id)
+        except Exception as exc:
+            raise self._translated(exc) from None
+        return _batch_info(batch)
+
+    async def batch_cancel(self, batch_id: str) -> BatchInfo:
+        client = self._client or await self._get_client()
+        try:
+            batch = await client.messages.batches.cancel(batch_id)
+        except Exception as exc:
+            raise self._translated(exc) from None
+        return _batch_info(batch)
+
+    async def batch_list(self, limit: int = 100) -> list[BatchInfo]:
+        client = self._client or await self._get_client()
+        infos: list[BatchInfo] = []
+        try:
+            async for batch in client.messages.batches.list(limit=max(1, min(limit, 1000))):
+                if len(infos) >= limit:
+                    break
+                infos.append(_batch_info(batch))
+        except Exception as exc:
+            raise self._translated(exc) from None
+        return infos
+
+    async def batch_results(self, batch_id: str) -> AsyncGenerator[BatchResult, None]:
+        """The results of an ended batch, read from the API's JSON Lines as they arrive."""
+        import anthropic
+
+        client = self._client or await self._get_client()
+        try:
+            lines = await client.messages.batches.results(batch_id)
+        except anthropic.APIError as exc:
+            raise self._translated(exc) from None
+        except anthropic.AnthropicError:  # the SDK's own: the batch has no results_url yet
+            raise BadRequestError(
+                f"batch {batch_id} has not ended yet: its results are not ready"
+            ) from None
+        try:
+            async for line in lines:
+                yield self._batch_result(line)
+        except Exception as exc:
+            raise self._translated(exc) from None
+        finally:
+            await lines.close()
+
+    def _batch_result(self, line: MessageBatchIndividualResponse) -> BatchResult:
+        result = line.result
+        if result.type == "succeeded":
+            return BatchResult(
+                line.custom_id, "succeeded", self._response(result.message, None, None)
+            )
+        if result.type == "errored":
+            error = result.error.error
+            error_type = str(error.type)
+            status = _STATUS_OF_ERROR_TYPE.get(error_type, 500)
+            failure = error_for_status(
+                status,
+                self._scrub(f"Anthropic API error in a batch ({error_type}): {error.message}"),
+                request_id=result.error.request_id,
+            )
+            return BatchResult(line.custom_id, "errored", error=failure)
+        return BatchResult(line.custom_id, result.type)
+
     async def _collect(self, request: BackendRequest) -> BackendResponse:
         async with contextlib.aclosing(self.stream(request)) as items:
             async for item in items:
@@ -358,6 +453,13 @@ class AnthropicBackend(Backend):
         )
 
     # -- errors ------------------------------------------------------------------------------
+    def _translated(self, exc: Exception) -> Exception:
+        """`_translate(exc)`, or `exc` itself re-raised when it is no SDK error (a bug)."""
+        error = self._translate(exc)
+        if error is exc:
+            raise exc
+        return error
+
     def _translate(self, exc: Exception) -> Exception:
         """The agentnb error for an SDK or httpx2 error; any other exception unchanged (a bug)."""
         import anthropic
@@ -422,6 +524,26 @@ class AnthropicBackend(Backend):
     def _scrub(self, text: str) -> str:
         key = self._api_key.get() if self._api_key else ""
         return text.replace(key, "***") if key else text
+
+
+def _batch_info(batch: MessageBatch) -> BatchInfo:
+    """The SDK's `MessageBatch` as a `BatchInfo`."""
+    counts = batch.request_counts
+
+    def seconds(when: _dt.datetime | None) -> float | None:
+        return None if when is None else when.timestamp()
+
+    return BatchInfo(
+        batch.id,
+        batch.processing_status,
+        BatchCounts(
+            counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired
+        ),
+        batch.created_at.timestamp(),
+        seconds(batch.ended_at),
+        seconds(batch.expires_at),
+        seconds(batch.cancel_initiated_at),
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

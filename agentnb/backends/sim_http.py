@@ -11,6 +11,7 @@ class has limits (`SimulatedBackend(limits=...)`; a stream's say where the quota
 began). A quota's 429 carries `retry-after` in whole seconds, the spend-limit 429 none. A
 request refused before it is a call (404, 401, 400) has no rate-limit headers.
 `POST /v1/messages/count_tokens` answers `{"input_tokens": N}`, the total a call would report.
+The Message Batches endpoints (`/v1/messages/batches...`) are served by `sim_batch_http`.
 A `connection` fault raises `httpx2.ConnectError`; a `timeout` fault hangs for `sim.hang_s`. So
 the real `AnthropicBackend` and SDK code path can be exercised offline;
 `agentnb.backends.sim_server` serves the same handler as a real HTTP server.
@@ -22,6 +23,8 @@ carry rate-limit headers (`agentnb_reports_rate_limits`): `AnthropicBackend` rea
 any transport (see its docstring) and so sends the header to transports that ask for it, never
 to a real server. With it the simulation is the same as a direct call: same text, per-agent
 `latencies`, `inject(agent=...)`. Other clients may omit it (the call then has `agent=""`).
+A batch has no headers per request: there the name travels in each request's `params` as
+`AGENT_FIELD`, which the transport asks for in `agentnb_agent_field` and the simulator removes.
 
 Example:
     >>> import anthropic, httpx2
@@ -48,6 +51,7 @@ from .base import BackendRequest, BackendResponse, Message, Usage
 from .simulated import SimulatedBackend, SimulatedCall
 
 __all__ = [
+    "AGENT_FIELD",
     "AGENT_HEADER",
     "SimulatorTransport",
     "error_response",
@@ -57,6 +61,8 @@ __all__ = [
 
 #: The request header carrying the agent's name to the simulator (percent-encoded).
 AGENT_HEADER = "x-agentnb-agent"
+#: The field of a batch request's `params` carrying the agent's name to the simulator.
+AGENT_FIELD = "x_agentnb_agent"
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -71,6 +77,7 @@ _ERROR_TYPES = {
 }  # any other status: "api_error"
 _MESSAGES = "/v1/messages"
 _COUNT_TOKENS = "/v1/messages/count_tokens"
+_BATCHES = "/v1/messages/batches"
 
 
 # The API version the SDK 2.x sends drops the sampling parameters; older versions accept them.
@@ -92,6 +99,7 @@ class SimulatorTransport(httpx2.MockTransport):
 
     agentnb_identity: str = "simulated-http"
     agentnb_agent_header: str | None = AGENT_HEADER
+    agentnb_agent_field: str | None = AGENT_FIELD
 
     def __init__(self, backend: SimulatedBackend) -> None:
         self.backend = backend
@@ -121,9 +129,17 @@ async def handle_messages_request(
 ) -> httpx2.Response:
     """Answer one HTTP request as the Messages API would, using `backend`'s simulation.
 
-    `POST /v1/messages` (JSON or SSE) and `POST /v1/messages/count_tokens`; anything else is 404.
+    `POST /v1/messages` (JSON or SSE), `POST /v1/messages/count_tokens` and the Message
+    Batches endpoints (`sim_batch_http`); anything else is 404.
     """
     path = request.url.path.rstrip("/")
+    if path.startswith(_BATCHES):
+        if not _has_credentials(request.headers):
+            return error_response(401, "x-api-key header is required")
+        from .sim_batch_http import handle_batch_request  # it imports this module
+
+        version = request.headers.get("anthropic-version", _OLD_API_VERSION)
+        return await handle_batch_request(backend, request, sampling=version < _NO_SAMPLING_SINCE)
     counting = path == _COUNT_TOKENS
     if request.method != "POST" or not (counting or path == _MESSAGES):
         return error_response(404, f"{request.method} {path or '/'}: not found")

@@ -13,9 +13,11 @@ it measures agentnb, not the simulator.
 
 The answer is written by `agentnb.backends.sim_answer`, the faults and the rpm limit live in
 `agentnb.backends.sim_faults`, the quotas in `agentnb.backends.sim_limits`, the call log in
-`agentnb.backends.sim_log`. The same simulation is served over HTTP as a Messages-API transport
-by `agentnb.backends.sim_http` (and as a server by `agentnb.backends.sim_server`), which drives
-it through `begin()` / `SimulatedCall`, so every path shares one behaviour.
+`agentnb.backends.sim_log`, Message Batches (the same answers, kept in files that any process
+can collect; outside the quotas) in `agentnb.backends.sim_batches`. The same simulation is
+served over HTTP as a Messages-API transport by `agentnb.backends.sim_http` (and as a server
+by `agentnb.backends.sim_server`), which drives it through `begin()` / `SimulatedCall`, so every
+path shares one behaviour.
 
 Example:
     >>> import asyncio
@@ -31,7 +33,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -53,6 +55,8 @@ from .sim_log import CallLog, CallRecord
 if TYPE_CHECKING:
     from ..config import Config
     from ..quota import RateLimits
+    from .batch import BatchInfo, BatchRequest, BatchResult
+    from .sim_batches import SimBatches
 
 __all__ = [
     "FAULT_KINDS",
@@ -147,6 +151,7 @@ class SimulatedBackend(Backend):
     `limits` (per model class or "*": `{rpm, itpm, otpm, burst_s, ramp_s}`) and
     `spend_limit_usd` are the API's quotas, enforced as `agentnb.backends.sim_limits` says;
     `fault_burst` is the mean length of a run of random faults (`sim_faults.FaultRuns`).
+    `batches` keeps its Message Batches (default: under the configured `state_dir`).
     """
 
     kind: ClassVar[str] = "simulated"
@@ -170,6 +175,7 @@ class SimulatedBackend(Backend):
         limits: Mapping[str, Mapping[str, float]] | None = None,
         spend_limit_usd: float | None = None,
         fault_burst: float = 1.0,
+        batches: SimBatches | None = None,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
@@ -197,10 +203,13 @@ class SimulatedBackend(Backend):
         self.call_count = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._batches = batches
 
     @classmethod
     def from_config(cls, cfg: Config) -> SimulatedBackend:
         """A simulator set up from the `sim_*` settings."""
+        from .sim_batches import SimBatches  # orjson and the batch engine: only when asked for
+
         return cls(
             latency_s=cfg.sim_latency_s,
             latency_per_token_s=cfg.sim_latency_per_token_s,
@@ -212,6 +221,7 @@ class SimulatedBackend(Backend):
             limits=cfg.sim_limits,
             spend_limit_usd=cfg.sim_spend_limit_usd,
             fault_burst=cfg.sim_fault_burst,
+            batches=SimBatches.from_config(cfg),
         )
 
     @property
@@ -270,6 +280,32 @@ class SimulatedBackend(Backend):
             True
         """
         return _input_total(request, plan_answer(self.seed, request))
+
+    # -- Message Batches (`sim_batches`) ----------------------------------------------------
+    @property
+    def batches(self) -> SimBatches:
+        """Where its Message Batches are kept (made from the configuration on first use)."""
+        if self._batches is None:
+            from ..config import Config
+            from .sim_batches import SimBatches
+
+            self._batches = SimBatches.from_config(Config.load())
+        return self._batches
+
+    async def batch_create(self, requests: Sequence[BatchRequest]) -> BatchInfo:
+        return await self.batches.create(requests, seed=self.seed)
+
+    async def batch_retrieve(self, batch_id: str) -> BatchInfo:
+        return self.batches.retrieve(batch_id)
+
+    async def batch_cancel(self, batch_id: str) -> BatchInfo:
+        return self.batches.cancel(batch_id)
+
+    async def batch_list(self, limit: int = 100) -> list[BatchInfo]:
+        return self.batches.list_batches(limit)[0]
+
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchResult]:
+        return self.batches.results(batch_id)
 
     # -- test hooks and the call log -------------------------------------------------------
     def inject(
