@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
-import email.utils
 import hashlib
 import logging
-import math
 import os
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._fork import abandon, at_fork_in_child
@@ -37,23 +34,19 @@ from .._redact import protect
 from ..config import Secret
 from ..errors import (
     AuthenticationError,
-    BackendConnectionError,
-    BackendError,
-    BackendTimeoutError,
-    BadRequestError,
     ServerError,
-    error_for_status,
 )
 from ..quota import RateLimits, parse_rate_limits
+from . import anthropic_batches as _batches
+from .anthropic_errors import parse_retry_after, translate
 from .base import Backend, BackendRequest, BackendResponse, Usage
-from .batch import BatchCounts, BatchInfo, BatchRequest, BatchResult
+from .batch import BatchInfo, BatchRequest, BatchResult
 
 if TYPE_CHECKING:
     import httpx2
     from anthropic import AsyncAnthropic
     from anthropic.types import Message as SDKMessage
     from anthropic.types import TextBlockParam
-    from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
     from ..config import Config
 
@@ -62,21 +55,6 @@ __all__ = ["AnthropicBackend", "parse_retry_after"]
 _NEEDS_STREAMING = "Streaming is required"
 _log = logging.getLogger(__name__)
 _DEFAULT_BASE_URL = "https://api.anthropic.com"  # the SDK's default
-# The status the API gives each error type, for errors that arrive as an SSE `error` event
-# after a 200; an unknown type counts as a server error (the request had been accepted).
-_STATUS_OF_ERROR_TYPE = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "conflict_error": 409,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 
 
 class AnthropicBackend(Backend):
@@ -341,87 +319,23 @@ class AnthropicBackend(Backend):
             raise error from None
         return int(counted.input_tokens)
 
-    # -- Message Batches -------------------------------------------------------------------
+    # -- Message Batches (`anthropic_batches`) --------------------------------------------
     async def batch_create(self, requests: Sequence[BatchRequest]) -> BatchInfo:
-        """Submit a batch; each request's params are those `create` sends (the API checks
-        them, the custom ids and the batch's size)."""
-        client = self._client or await self._get_client()
-        body: list[Any] = [
-            {"custom_id": custom_id, "params": self._params(request, batched=True)}
-            for custom_id, request in requests
-        ]
-        try:
-            batch = await client.messages.batches.create(requests=body)
-        except Exception as exc:
-            raise self._translated(exc) from None
-        return _batch_info(batch)
+        """Submit a batch; each request's params are those `create` sends."""
+        return await _batches.create(self, requests)
 
     async def batch_retrieve(self, batch_id: str) -> BatchInfo:
-        client = self._client or await self._get_client()
-        try:
-            batch = await client.messages.batches.retrieve(batch_id)
-        except Exception as exc:
-            raise self._translated(exc) from None
-        return _batch_info(batch)
+        return await _batches.retrieve(self, batch_id)
 
     async def batch_cancel(self, batch_id: str) -> BatchInfo:
-        client = self._client or await self._get_client()
-        try:
-            batch = await client.messages.batches.cancel(batch_id)
-        except Exception as exc:
-            raise self._translated(exc) from None
-        return _batch_info(batch)
+        return await _batches.cancel(self, batch_id)
 
     async def batch_list(self, limit: int = 100) -> list[BatchInfo]:
-        client = self._client or await self._get_client()
-        infos: list[BatchInfo] = []
-        try:
-            async for batch in client.messages.batches.list(limit=max(1, min(limit, 1000))):
-                if len(infos) >= limit:
-                    break
-                infos.append(_batch_info(batch))
-        except Exception as exc:
-            raise self._translated(exc) from None
-        return infos
+        return await _batches.listed(self, limit)
 
-    async def batch_results(self, batch_id: str) -> AsyncGenerator[BatchResult, None]:
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchResult]:
         """The results of an ended batch, read from the API's JSON Lines as they arrive."""
-        import anthropic
-
-        client = self._client or await self._get_client()
-        try:
-            lines = await client.messages.batches.results(batch_id)
-        except anthropic.APIError as exc:
-            raise self._translated(exc) from None
-        except anthropic.AnthropicError:  # the SDK's own: the batch has no results_url yet
-            raise BadRequestError(
-                f"batch {batch_id} has not ended yet: its results are not ready"
-            ) from None
-        try:
-            async for line in lines:
-                yield self._batch_result(line)
-        except Exception as exc:
-            raise self._translated(exc) from None
-        finally:
-            await lines.close()
-
-    def _batch_result(self, line: MessageBatchIndividualResponse) -> BatchResult:
-        result = line.result
-        if result.type == "succeeded":
-            return BatchResult(
-                line.custom_id, "succeeded", self._response(result.message, None, None)
-            )
-        if result.type == "errored":
-            error = result.error.error
-            error_type = str(error.type)
-            status = _STATUS_OF_ERROR_TYPE.get(error_type, 500)
-            failure = error_for_status(
-                status,
-                self._scrub(f"Anthropic API error in a batch ({error_type}): {error.message}"),
-                request_id=result.error.request_id,
-            )
-            return BatchResult(line.custom_id, "errored", error=failure)
-        return BatchResult(line.custom_id, result.type)
+        return _batches.results(self, batch_id)
 
     async def _collect(self, request: BackendRequest) -> BackendResponse:
         async with contextlib.aclosing(self.stream(request)) as items:
@@ -462,119 +376,8 @@ class AnthropicBackend(Backend):
 
     def _translate(self, exc: Exception) -> Exception:
         """The agentnb error for an SDK or httpx2 error; any other exception unchanged (a bug)."""
-        import anthropic
-        import httpx2
-
-        if isinstance(exc, BackendError):
-            return exc
-        if isinstance(exc, anthropic.APIStatusError):
-            headers = exc.response.headers
-            detail = exc.api_message or exc.message
-            kind = f" ({exc.type})" if exc.type else ""
-            status = exc.status_code
-            if status < 400:
-                # An `error` event inside a stream that began with 200: the body's type is the
-                # only thing that says what went wrong (e.g. overloaded_error mid-answer).
-                status = _STATUS_OF_ERROR_TYPE.get(str(exc.type), 500)
-                where = "mid-stream"
-            else:
-                where = str(status)
-            # A spend-limit 429 says so in its message (SpendLimitError, never retried).
-            error = error_for_status(
-                status,
-                self._scrub(f"Anthropic API error {where}{kind}: {detail}"),
-                request_id=exc.request_id,
-                retry_after=parse_retry_after(headers),
-            )
-            error.limits = parse_rate_limits(headers)
-            return error
-        if isinstance(exc, anthropic.APITimeoutError):
-            return BackendTimeoutError("the Anthropic API did not answer in time")
-        if isinstance(exc, anthropic.APIConnectionError):
-            cause = f": {self._scrub(str(exc.__cause__))}" if exc.__cause__ else ""
-            return BackendConnectionError(f"could not reach the Anthropic API{cause}")
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return ServerError(
-                f"unexpected response from the Anthropic API: {self._scrub(exc.message)}",
-                status_code=exc.status_code,
-            )
-        if isinstance(exc, anthropic.CredentialsError):
-            return AuthenticationError(
-                f"no usable Anthropic credentials (set ANTHROPIC_API_KEY): {self._scrub(str(exc))}"
-            )
-        if isinstance(exc, anthropic.AnthropicError):
-            return BackendError(f"Anthropic SDK error: {self._scrub(str(exc))}")
-        if isinstance(exc, httpx2.TimeoutException):
-            return BackendTimeoutError("the Anthropic API did not answer in time")
-        if isinstance(exc, httpx2.HTTPStatusError):
-            error = error_for_status(
-                exc.response.status_code,
-                f"Anthropic API error {exc.response.status_code}",
-                request_id=exc.response.headers.get("request-id"),
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-            error.limits = parse_rate_limits(exc.response.headers)
-            return error
-        if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
-            return BackendConnectionError(
-                f"connection to the Anthropic API failed: {self._scrub(str(exc))}"
-            )
-        return exc
+        return translate(exc, self._scrub)
 
     def _scrub(self, text: str) -> str:
         key = self._api_key.get() if self._api_key else ""
         return text.replace(key, "***") if key else text
-
-
-def _batch_info(batch: MessageBatch) -> BatchInfo:
-    """The SDK's `MessageBatch` as a `BatchInfo`."""
-    counts = batch.request_counts
-
-    def seconds(when: _dt.datetime | None) -> float | None:
-        return None if when is None else when.timestamp()
-
-    return BatchInfo(
-        batch.id,
-        batch.processing_status,
-        BatchCounts(
-            counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired
-        ),
-        batch.created_at.timestamp(),
-        seconds(batch.ended_at),
-        seconds(batch.expires_at),
-        seconds(batch.cancel_initiated_at),
-    )
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date.
-
-    Example:
-        >>> parse_retry_after({"retry-after": "2"})
-        2.0
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            value = float(raw_ms) / 1000.0
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value):
-                return max(0.0, value)
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, value) if math.isfinite(value) else None
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.UTC)
-    return max(0.0, (when - _dt.datetime.now(_dt.UTC)).total_seconds())
