@@ -15,6 +15,8 @@ What a forked child remakes, by module:
 - `cache.sqlite`: the tier's thread, and a connection of the child's own, opened on first use;
   pending LRU touches are dropped (see `SQLiteTier` for why the parent's connection is let go);
 - `cache.redis`: the client (its connection pool) and the worker threads;
+- `orchestrator.ledger`: the batch ledger's thread, and a connection of the child's own (the
+  same rule as `cache.sqlite`'s);
 - `cache.core`: the single-flight map (futures of the parent's loop);
 - `cache.memory`, `metrics` (the tracker), `agents` (the registry), `progress`: their locks,
   which a thread of the parent may have held;

@@ -12,8 +12,8 @@ Example:
     ...     "latency_ms": 5.0, "queue_ms": 0.0, "attempts": 1, "cache_hit": False,
     ...     "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 0,
     ...     "cache_write_tokens": 0, "cost_usd": None, "success": True, "error_type": None})
-    >>> row[3], row[6], row[-1], to_json(row)["started_at"]
-    ('a', 1793534400.0, 0.0, '2026-11-01T12:00:00+00:00')
+    >>> row[3], row[6], row[-2], row[-1], to_json(row)["started_at"]
+    ('a', 1793534400.0, 0, None, '2026-11-01T12:00:00+00:00')
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class CallRecord:
     quota_wait_ms: float = 0.0
     concurrency: int = 0
     rate_limited: int = 0
+    batch_id: str | None = None
 
 
 #: Column order of a row and of `PerformanceTracker.to_dataframe()`; pinned by the tests.
@@ -85,6 +86,7 @@ DTYPES: dict[str, str] = {
     "quota_wait_ms": "float64",
     "concurrency": "int64",
     "rate_limited": "int64",
+    "batch_id": "string",
 }
 
 
@@ -158,11 +160,17 @@ _DECODERS = tuple(
 
 
 #: Columns added after the first metrics files were written, with the value older rows get.
-_LATER_DEFAULTS = {"cost_saved_usd": 0.0, "quota_wait_ms": 0.0, "concurrency": 0, "rate_limited": 0}
+_LATER_DEFAULTS: dict[str, Any] = {
+    "cost_saved_usd": 0.0,
+    "quota_wait_ms": 0.0,
+    "concurrency": 0,
+    "rate_limited": 0,
+    "batch_id": None,
+}
 
 
 def from_json(data: dict[str, Any]) -> Row:
     """A row from its object in the metrics file; ValueError, TypeError or KeyError if unfit."""
-    if "rate_limited" not in data or "cost_saved_usd" not in data:  # older files: the defaults
+    if "batch_id" not in data or "cost_saved_usd" not in data:  # older files: the defaults
         data = {**_LATER_DEFAULTS, **data}
     return tuple(parse(data[name]) for name, parse in _DECODERS)

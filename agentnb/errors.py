@@ -30,7 +30,8 @@ AgentnbError
            ├── BadRequestError       400 (and 413/422)
            ├── AuthenticationError   401
            ├── PermissionDeniedError 403
-           └── NotFoundError         404
+           ├── NotFoundError         404
+           └── BatchRequestError     a request of a Message Batch that expired or was canceled
 ```
 """
 
@@ -53,6 +54,7 @@ __all__ = [
     "BackendError",
     "BackendTimeoutError",
     "BadRequestError",
+    "BatchRequestError",
     "BudgetExceededError",
     "CacheError",
     "ConfigError",
@@ -270,6 +272,18 @@ class PermissionDeniedError(BackendError):
 
 class NotFoundError(BackendError):
     """404: e.g. an unknown model id."""
+
+
+class BatchRequestError(BackendError):
+    """A request of a Message Batch ended without an answer or an API error: `kind` is
+    "expired" (not processed within the batch's 24 hours) or "canceled" (its batch was
+    cancelled first). It names its batch (`batch_id`) and its `custom_id`."""
+
+    def __init__(self, message: str, *, kind: str, batch_id: str, custom_id: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.batch_id = batch_id
+        self.custom_id = custom_id
 
 
 def error_for_status(

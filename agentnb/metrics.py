@@ -104,7 +104,7 @@ class PerformanceTracker:
         >>> tracker.add("r1", None, None, "writer", "m1", "simulated", 1.8e9, 120.0, 0.0, 1,
         ...             False, 10, 20, 0, 0, 0.01, True, None, 0.0)
         >>> tracker.to_dataframe().shape
-        (1, 19)
+        (1, 23)
         >>> list(tracker.summary(by="agent").columns[:2])
         ['agent', 'calls']
     """
@@ -182,6 +182,7 @@ class PerformanceTracker:
         quota_wait_ms: float = 0.0,
         concurrency: int = 0,
         rate_limited: int = 0,
+        batch_id: str | None = None,
     ) -> None:
         """Add one call, its values in `COLUMNS` order; `started_at` in POSIX seconds.
 
@@ -199,7 +200,7 @@ class PerformanceTracker:
         row = (run_id, workflow, step, agent, model, backend, started_at, latency_ms, queue_ms,
                attempts, cache_hit, input_tokens, output_tokens, cache_read_tokens,
                cache_write_tokens, cost_usd, success, error_type, cost_saved_usd,
-               quota_wait_ms, concurrency, rate_limited)  # fmt: skip
+               quota_wait_ms, concurrency, rate_limited, batch_id)  # fmt: skip
         with self._lock:
             # Both under the lock, so the file keeps the order the memory has.
             self._append(row)

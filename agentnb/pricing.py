@@ -32,9 +32,11 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PRICE_FIELDS", "PriceTable", "prices"]
+__all__ = ["BATCH_FACTOR", "PRICE_FIELDS", "PriceTable", "prices"]
 
 PRICE_FIELDS = ("input", "output", "cache_write", "cache_read")
+#: What a request of a Message Batch costs, as a share of the same request sent online.
+BATCH_FACTOR = 0.5
 
 
 class PriceTable:
@@ -74,17 +76,26 @@ class PriceTable:
     def __contains__(self, model: object) -> bool:
         return model in self._table
 
-    def cost(self, model: str, usage: Usage) -> float:
-        """USD cost of `usage` on `model`; NaN (never 0) for a model with no price."""
+    def cost(self, model: str, usage: Usage, *, batch: bool = False) -> float:
+        """USD cost of `usage` on `model`; NaN (never 0) for a model with no price.
+
+        `batch=True`: at the Message Batches price, `BATCH_FACTOR` of it (the prompt cache's
+        discounts stack: a batch's cache read costs that factor of the cache-read price).
+
+        Example:
+            >>> round(prices.cost("claude-sonnet-5-5", Usage(input_tokens=10**6), batch=True), 2)
+            1.0
+        """
         p = self._table.get(model)
         if p is None:
             return math.nan
-        return (
+        usd = (
             usage.input_tokens * p["input"]
             + usage.output_tokens * p["output"]
             + usage.cache_write_tokens * p["cache_write"]
             + usage.cache_read_tokens * p["cache_read"]
         ) / 1_000_000
+        return usd * BATCH_FACTOR if batch else usd
 
     def to_dataframe(self) -> pd.DataFrame:
         import pandas as pd

@@ -114,6 +114,25 @@ async def test_a_call_must_fit_its_parent_too() -> None:
     assert session.snapshot().remaining_usd == pytest.approx(0.3)
 
 
+async def test_a_batch_reserves_at_once_or_is_refused_without_waiting() -> None:
+    session = Budget(1.0, label="session budget")
+    job = Budget(0.5, session)
+    job.admit_now(0.3, "batch 1")  # held by both until it settles
+    assert job.in_flight == 1 and session.reserved_usd == pytest.approx(0.3)
+    with pytest.raises(BudgetExceededError, match="batch 2 could cost up to"):
+        job.admit_now(0.3, "batch 2")  # a call in flight would make admit() wait; a batch not
+    with pytest.raises(BudgetExceededError, match="model with no price"):
+        job.admit_now(math.nan, "batch 3")
+    job.settle_batch(0.3, [(0.1, "m1"), (0.05, "m2"), (0.0, "m1"), (math.nan, "m3")])
+    for level in (job, session):
+        assert (level.in_flight, level.reserved_usd) == (0, 0.0)
+        assert level.spent_usd == pytest.approx(0.15) and level.sent_calls == 4
+        assert level.by_model == pytest.approx({"m1": 0.1, "m2": 0.05})
+        assert level.unpriced_calls == 1
+    session.settle_batch(None, [(0.2, "m1")])  # collected later: nothing was held
+    assert session.in_flight == 0 and session.spent_usd == pytest.approx(0.35)
+
+
 @pytest.mark.parametrize("value", [-1, -0.01, math.nan, math.inf, "abc", "-2", True, [1]])
 def test_bad_budgets_are_one_line_naming_the_flag(value: object) -> None:
     with pytest.raises(OptionError) as bad:

@@ -324,6 +324,40 @@ async def test_hit_and_miss_across_memory_and_disk(make_cache: CacheFactory) -> 
     assert cache.stats()["misses"] == 1 and cache.stats()["hits_memory"] == 1
 
 
+async def test_set_many_and_get_many_go_through_every_tier_in_one_trip(
+    make_cache: CacheFactory, cache_dir: Path
+) -> None:
+    cache = make_cache()
+    assert cache.store is not None
+    await cache.set_many([(key(n), payload(n), "writer") for n in range(5)])
+    assert db_rows(cache_dir, "SELECT count(*) FROM entries") == [(5,)]
+    assert db_rows(cache_dir, "SELECT entries FROM totals") == [(5,)]
+    fresh = make_cache()  # memory empty: the disk answers in one trip for the rest
+    await fresh.set(key(0), payload(0), agent="writer")
+    found = await fresh.get_many([key(0), key(3), key(9), key(4)])
+    assert found == [(payload(0), "memory"), (payload(3), "disk"), None, (payload(4), "disk")]
+    assert await fresh.get(key(3)) == (payload(3), "memory")  # promoted
+    stats = fresh.stats()
+    assert (stats["hits_memory"], stats["hits_disk"], stats["misses"]) == (2, 2, 1)
+    with pytest.raises(ValueError):  # checked as `set` checks a payload
+        await cache.set_many([(key(7), {"x": float("nan")}, "writer")])
+    off = make_cache(cache_backend="none")
+    await off.set_many([(key(1), payload(1), "writer")])
+    assert await off.get_many([key(1)]) == [None]
+
+
+async def test_set_many_entries_carry_their_hmac_and_agent(
+    make_cache: CacheFactory, cache_dir: Path
+) -> None:
+    cache = make_cache()
+    await cache.set_many([(key(1), payload(1), "writer"), (key(2), payload(2), "coder")])
+    db_exec(cache_dir, "UPDATE entries SET agent = 'other' WHERE key = ?", key(2))
+    fresh = make_cache()
+    assert await fresh.get_many([key(1), key(2)]) == [(payload(1), "disk"), None]
+    assert fresh.stats()["integrity_failures"] == 1
+    assert fresh.invalidate(agent="writer") == 1
+
+
 async def test_memory_backend_keeps_nothing_on_disk(
     make_cache: CacheFactory, cache_dir: Path
 ) -> None:

@@ -112,16 +112,23 @@ EXPECTED_DTYPES = {
     "quota_wait_ms": "float64",
     "concurrency": "int64",
     "rate_limited": "int64",
+    "batch_id": "string",
 }
 
 
-def test_columns_are_the_issues_list_plus_cost_saved_and_the_quotas() -> None:
+def test_columns_are_the_issues_list_plus_cost_saved_the_quotas_and_the_batch() -> None:
     assert list(COLUMNS) == [
         "run_id", "workflow", "step", "agent", "model", "backend", "started_at", "latency_ms",
         "queue_ms", "attempts", "cache_hit", "input_tokens", "output_tokens",
         "cache_read_tokens", "cache_write_tokens", "cost_usd", "success", "error_type",
-        "cost_saved_usd", "quota_wait_ms", "concurrency", "rate_limited",
+        "cost_saved_usd", "quota_wait_ms", "concurrency", "rate_limited", "batch_id",
     ]  # fmt: skip
+
+
+def test_batch_id_is_a_string_column_none_online() -> None:
+    tracker = PerformanceTracker()
+    tracker.extend([*known_records()[:1], rec(batch_id="msgbatch_01")])
+    assert tracker.to_dataframe()["batch_id"].tolist() == [pd.NA, "msgbatch_01"]
 
 
 @pytest.mark.parametrize("records", [[], known_records()], ids=["empty", "filled"])
@@ -215,10 +222,13 @@ def test_cost_matches_the_price_file_including_cache_tokens() -> None:
         expected = (1200 * p["input"] + 345 * p["output"] + 5000 * p["cache_read"]
                     + 777 * p["cache_write"]) / 1e6  # fmt: skip
         assert table.cost(model, usage) == pytest.approx(expected, rel=1e-12)
+        # A Message Batch pays half of it all, prompt-cache reads and writes included.
+        assert table.cost(model, usage, batch=True) == pytest.approx(expected / 2, rel=1e-12)
 
 
 def test_unknown_model_costs_nan() -> None:
     assert math.isnan(PriceTable.default().cost("no-such-model", Usage(input_tokens=1)))
+    assert math.isnan(PriceTable.default().cost("no-such-model", Usage(), batch=True))
 
 
 def test_cache_prices_default_from_the_input_price() -> None:

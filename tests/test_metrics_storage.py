@@ -103,7 +103,7 @@ def test_add_and_record_keep_the_same_row() -> None:
             r.run_id, r.workflow, r.step, r.agent, r.model, r.backend, r.started_at.timestamp(),
             r.latency_ms, r.queue_ms, r.attempts, r.cache_hit, r.input_tokens, r.output_tokens,
             r.cache_read_tokens, r.cache_write_tokens, r.cost_usd, r.success, r.error_type,
-            r.cost_saved_usd, r.quota_wait_ms, r.concurrency, r.rate_limited,
+            r.cost_saved_usd, r.quota_wait_ms, r.concurrency, r.rate_limited, r.batch_id,
         )  # fmt: skip
         by_record.record(r)
     pd.testing.assert_frame_equal(by_add.to_dataframe(), by_record.to_dataframe())

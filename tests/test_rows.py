@@ -41,12 +41,13 @@ def same(a: CallRecord, b: CallRecord) -> bool:
 
 
 def test_kinds_follow_the_columns() -> None:
-    assert KINDS == "ssssssdddq?qqqqd?sddqq" and len(KINDS) == len(COLUMNS)
+    assert KINDS == "ssssssdddq?qqqqd?sddqqs" and len(KINDS) == len(COLUMNS)
 
 
 def test_a_record_comes_back_from_the_store_unchanged() -> None:
     recs = [record(), record(agent="b", cache_hit=True, cost_usd=0.0), record(step="s"),
-            record(quota_wait_ms=40.0, concurrency=3, rate_limited=2)]  # fmt: skip
+            record(quota_wait_ms=40.0, concurrency=3, rate_limited=2),
+            record(batch_id="msgbatch_01")]  # fmt: skip
     assert all(same(a, b) for a, b in zip(through_the_store(*recs), recs, strict=True))
 
 
@@ -76,7 +77,9 @@ def test_lines_of_older_files_still_load() -> None:
     old["started_at"] = "2026-11-01T14:00:00+02:00"  # a local offset
     old["cost_usd"] = None  # how a NaN is written
     row = from_json(old)
-    assert row[6] == T0.timestamp() and row[-1] == 0.0 and math.isnan(row[15])
+    assert row[6] == T0.timestamp() and row[-5] == 0.0 and math.isnan(row[15])
+    del old["batch_id"]  # before batch_id existed
+    assert from_json(old)[-1] is None
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ plain methods are user-facing commands that block the calling thread (any thread
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 __all__ = ["LogOnce", "PersistentTier", "StoredEntry"]
@@ -35,6 +36,10 @@ class PersistentTier(Protocol):
     async def set(
         self, key: str, *, agent: str, value: bytes, expires_at: float | None
     ) -> None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[StoredEntry | None]: ...
+
+    async def set_many(self, entries: Sequence[tuple[str, str, bytes, float | None]]) -> None: ...
 
     def touch(self, key: str) -> None: ...
 

@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,6 +245,55 @@ class ResponseCache:
         store = self._store
         if store is not None:
             await store.set(key, agent=agent, value=value, expires_at=expires_at)
+
+    async def get_many(self, keys: Sequence[str]) -> list[tuple[Payload, str] | None]:
+        """`get` of several keys (a Message Batch's calls): memory first, the rest from the
+        persistent tier in one trip (one read of SQLite's thread, not one per key).
+
+        Unlike `get`, the payloads are the cache's own: read them, do not change them.
+        """
+        found: list[tuple[Payload, str] | None] = [None] * len(keys)
+        memory = self._memory
+        if memory is None:
+            return found
+        rest: list[int] = []
+        for i, key in enumerate(keys):
+            hit = self.memory_lookup(key)
+            if hit is not None:
+                found[i] = (hit, "memory")
+            else:
+                rest.append(i)
+        store = self._store
+        if rest and store is not None:
+            entries = await store.get_many([keys[i] for i in rest])
+            for i, entry in zip(rest, entries, strict=True):
+                if entry is not None:
+                    self._hits[store.name] += 1
+                    memory.set(
+                        keys[i],
+                        entry.payload,
+                        agent=entry.agent,
+                        size=entry.size,
+                        expires_at=entry.expires_at,
+                    )
+                    found[i] = (entry.payload, store.name)
+        self._misses += found.count(None)
+        return found
+
+    async def set_many(
+        self, entries: Iterable[tuple[str, Payload, str]], *, ttl_s: float | None = None
+    ) -> None:
+        """`set` of several `(key, payload, agent)` (a Message Batch's results): the persistent
+        tier writes them together (SQLite: one transaction). Errors as for `set`."""
+        if self._memory is None:
+            return
+        rows = []
+        for key, payload, agent in entries:
+            value, expires_at, _ = self._memory_set(key, payload, agent=agent, ttl_s=ttl_s)
+            rows.append((key, agent, value, expires_at))
+        store = self._store
+        if store is not None and rows:
+            await store.set_many(rows)
 
     async def get_or_compute(
         self,

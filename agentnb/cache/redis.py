@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -215,6 +215,14 @@ class RedisTier:
         """Store an entry with its expiry; a failure is logged, never raised."""
         await self._submit(self._write, None, key, agent, value, expires_at)
 
+    async def get_many(self, keys: Sequence[str]) -> list[StoredEntry | None]:
+        """`get` of several keys, in one trip to a worker thread."""
+        return await self._submit(self._read_many, [None] * len(keys), keys)
+
+    async def set_many(self, entries: Sequence[tuple[str, str, bytes, float | None]]) -> None:
+        """`set` of several `(key, agent, value, expires_at)`, in one trip to a worker thread."""
+        await self._submit(self._write_many, None, entries)
+
     def touch(self, key: str) -> None:
         """Redis keeps its own LRU; nothing to do."""
 
@@ -313,6 +321,13 @@ class RedisTier:
         else:
             pipe.pexpire(name, max(1, int((expires_at - self._clock()) * 1000)))
         pipe.execute()
+
+    def _read_many(self, keys: Sequence[str]) -> list[StoredEntry | None]:
+        return [self._read(key) for key in keys]
+
+    def _write_many(self, entries: Sequence[tuple[str, str, bytes, float | None]]) -> None:
+        for key, agent, value, expires_at in entries:
+            self._write(key, agent, value, expires_at)
 
     def _scan(self) -> Any:
         return self._client.scan_iter(match=PREFIX + "*", count=_SCAN_BATCH)

@@ -44,7 +44,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -194,6 +194,25 @@ class SQLiteTier:
             return
         try:
             await self._acall(self._guarded, self.write, None, key, agent, value, expires_at)
+        except RuntimeError:
+            return
+
+    async def get_many(self, keys: Sequence[str]) -> list[StoredEntry | None]:
+        """`get` of several keys, in one trip to the tier's thread."""
+        missing: list[StoredEntry | None] = [None] * len(keys)
+        if self._closed or not keys:
+            return missing
+        try:
+            return await self._acall(self._guarded, self._read_many, missing, keys)
+        except RuntimeError:
+            return missing
+
+    async def set_many(self, entries: Sequence[tuple[str, str, bytes, float | None]]) -> None:
+        """`set` of several `(key, agent, value, expires_at)`, in one transaction."""
+        if self._closed or not entries:
+            return
+        try:
+            await self._acall(self._guarded, self.write_many, None, entries)
         except RuntimeError:
             return
 
@@ -399,6 +418,34 @@ class SQLiteTier:
                 self._evict(conn)
             elif len(self._touches) >= TOUCH_BATCH:
                 self._apply_touches(conn)
+
+    def write_many(self, entries: Sequence[tuple[str, str, bytes, float | None]]) -> None:
+        """`write` of several entries in one transaction (on the tier's thread)."""
+        conn = self.connection
+        now = self._clock()
+        sign = self._signer.sign
+        rows = []
+        for key, agent, value, expires_at in entries:
+            size = len(value)
+            if size > self.max_bytes:
+                self.oversize += 1
+                continue
+            rows.append(
+                (key, agent, value, sign(key, value, agent, expires_at), size, now, now, expires_at)
+            )
+        if not rows:
+            return
+        with _transaction(conn):
+            conn.executemany(UPSERT, rows)
+            before, self._writes = self._writes, self._writes + len(rows)
+            _, total = self._ensure_totals(conn)
+            if total > self.max_bytes or before // SWEEP_EVERY != self._writes // SWEEP_EVERY:
+                self._evict(conn)
+            elif len(self._touches) >= TOUCH_BATCH:
+                self._apply_touches(conn)
+
+    def _read_many(self, keys: Sequence[str]) -> list[StoredEntry | None]:
+        return [self.read(key) for key in keys]
 
     def _write_if_free(
         self, what: str, conn: sqlite3.Connection, sql: str | None, args: tuple[Any, ...]

@@ -6,7 +6,8 @@ admission inside each attempt (`admission.py`) -> the backend. `AsyncAgentOrches
 (`core.py`) is the async core; `AgentOrchestrator` (`facade.py`) its blocking twin; `AgentStream`
 (`stream.py`) a streamed answer; `AgentCall` (`calls.py`) one call of a batch; `Estimate`
 (`estimate.py`) what a job would cost and take, before it runs. Options travel as one
-`agentnb.options.CallOptions`.
+`agentnb.options.CallOptions`. With `batch=True` calls go as Message Batches (`batching.py`,
+followed and collected by `follow.py`, recorded in the ledger, `ledger.py`): a `BatchJob`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from typing import Any
 
 from .admission import Admission, ConcurrencyLimit, Unlimited
 from .attempts import Deadline, Retrying, bounded
+from .batching import BatchJob
 from .budget import Budget, Spend, worst_cost
 from .calls import AgentCall, Tags
 from .core import AsyncAgentOrchestrator
 from .estimate import Estimate
-from .facade import AgentOrchestrator, current_default, default_orchestrator
+from .facade import AgentOrchestrator, BlockingBatchJob, current_default, default_orchestrator
+from .follow import BatchCollection
+from .ledger import BatchLedger
 from .prepare import PreparedCall, Preparer
 from .stream import AgentStream
 from .tokens import estimate_input_tokens
@@ -40,6 +44,10 @@ __all__ = [
     "AgentOrchestrator",
     "AgentStream",
     "AsyncAgentOrchestrator",
+    "BatchCollection",
+    "BatchJob",
+    "BatchLedger",
+    "BlockingBatchJob",
     "Budget",
     "ConcurrencyLimit",
     "Deadline",

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import html
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +165,40 @@ class Budget:
             finally:
                 if waiter in level._waiters:
                     level._waiters.remove(waiter)
+
+    def admit_now(self, worst: float, what: str = "the next batch") -> None:
+        """Reserve `worst` at once, or raise `BudgetExceededError` (never waits): the requests
+        of a Message Batch go together, and the calls in flight they would wait for may be
+        its own job's earlier batches. `what` names the reservation in the message."""
+        if self.try_admit(worst):
+            return
+        level = self._blocking(worst)
+        if level is None:  # NaN: a model with no price
+            raise self._refusal(f"{what} holds a model with no price", reached=False)
+        raise level._refusal(f"{what} could cost up to {usd(worst)}")
+
+    def settle_batch(self, worst: float | None, costs: Iterable[tuple[float, str]]) -> None:
+        """A Message Batch's reservation of `worst` (one `admit_now`; None: nothing was
+        reserved, as for a batch collected from the ledger) is over: each `(cost, model)` of
+        `costs` is one of its requests that reached the provider (0 for one that errored)."""
+        paid = list(costs)
+        level: Budget | None = self
+        while level is not None:
+            if worst is not None:
+                level.in_flight -= 1
+                level.reserved_usd = level.reserved_usd - worst if level.in_flight else 0.0
+            level.sent_calls += len(paid)
+            for cost, model in paid:
+                if math.isnan(cost):
+                    level.unpriced_calls += 1
+                else:
+                    level.spent_usd += cost
+                    level.by_model[model] = level.by_model.get(model, 0.0) + cost
+            waiters, level._waiters = level._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            level = level.parent
 
     def worst_for(self, p: PreparedCall, prices: PriceTable) -> float:
         """The worst case call `p` must hold here (`worst_cost`; 0 when nothing is limited, so

@@ -25,8 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from ..agents import AgentRegistry
 from ..backends import Backend, BackendResponse, make_backend
@@ -40,11 +48,14 @@ from ..quota.gate import Quotas
 from ..result import AgentResult
 from .admission import Admission, ConcurrencyLimit
 from .attempts import Deadline, Retrying, sleep_at_least, timed_out
+from .batching import BatchJob
+from .batchsend import check_wait
 from .budget import Budget, Spend, check_budget
 from .caching import answer, memory_hit
 from .calls import CallLike, options_of
 from .estimate import Estimate, estimate_calls, estimate_workflow
 from .fanout import Batch, run_pool
+from .follow import BatchCollection, cancel, collect, list_batches
 from .gcpolicy import LARGE_JOB, young_generation
 from .lifecycle import changed, make_cache
 from .prepare import PreparedCall, Preparer
@@ -55,8 +66,10 @@ from .workflows import run_steps
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..backends.batch import BatchInfo
     from ..cache import ResponseCache
     from ..workflow import StepEvent, Workflow, WorkflowRun
+    from .ledger import BatchLedger
 
 __all__ = ["AsyncAgentOrchestrator", "ProgressArg"]
 
@@ -102,6 +115,7 @@ class AsyncAgentOrchestrator:
         self._cache = cache
         self.prices = price_table if price_table is not None else prices
         self.tracker = PerformanceTracker(path=self.config.metrics_path)
+        self._ledger: BatchLedger | None = None  # made on first use (`ledger`)
         self._closed = False
         # The parent of every job's budget: counts the session's spend, limited or not.
         self.session_budget = Budget(self.config.session_budget_usd, label="session budget")
@@ -129,6 +143,16 @@ class AsyncAgentOrchestrator:
     def cache(self) -> ResponseCache | None:
         """The response cache, or None when caching is off."""
         return self._cache
+
+    @property
+    def ledger(self) -> BatchLedger:
+        """The batch ledger (`batches.db` in `state_dir`), opened on first use."""
+        if self._ledger is None:
+            from ..cache.integrity import Signer, load_secret
+            from .ledger import BatchLedger
+
+            self._ledger = BatchLedger.open(self.config.state_dir, Signer(load_secret()))
+        return self._ledger
 
     @property
     def home(self) -> HomeLoop:
@@ -172,6 +196,7 @@ class AsyncAgentOrchestrator:
         budget = self.single_budget(max_cost_usd, "execute_agent")
         return await self.on_home(self.call(p, budget=budget))
 
+    @overload
     async def execute_multiple(
         self,
         calls: Iterable[CallLike],
@@ -181,8 +206,39 @@ class AsyncAgentOrchestrator:
         return_exceptions: bool = False,
         progress: ProgressArg = None,
         max_cost_usd: float | None = None,
+        batch: bool = False,
+        wait: Literal[True] = True,
         **overrides: Unpack[OptionArgs],
-    ) -> list[AgentResult | BaseException]:
+    ) -> list[AgentResult | BaseException]: ...
+
+    @overload
+    async def execute_multiple(
+        self,
+        calls: Iterable[CallLike],
+        options: CallOptions | None = None,
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: ProgressArg = None,
+        max_cost_usd: float | None = None,
+        batch: Literal[True],
+        wait: Literal[False],
+        **overrides: Unpack[OptionArgs],
+    ) -> BatchJob: ...
+
+    async def execute_multiple(
+        self,
+        calls: Iterable[CallLike],
+        options: CallOptions | None = None,
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: ProgressArg = None,
+        max_cost_usd: float | None = None,
+        batch: bool = False,
+        wait: bool = True,
+        **overrides: Unpack[OptionArgs],
+    ) -> list[AgentResult | BaseException] | BatchJob:
         """Run many calls concurrently, at most `max_concurrency` at once; results in input order.
 
         Every call is checked before any runs (errors name the call's position). `options` and
@@ -198,15 +254,88 @@ class AsyncAgentOrchestrator:
         call starts, the calls in flight finish (their answers are kept and cached), and
         `BudgetExceededError` is raised; with `return_exceptions=True` the refused calls hold
         it instead. `estimate(calls)` says beforehand what the job should cost.
+
+        `batch=True` sends the calls as Message Batches (`agentnb.orchestrator.batching`): the
+        same results at half the price, in minutes to hours. Cached calls are answered from the
+        cache, identical ones sent once, every answer cached; `max_concurrency` then bounds the
+        online retries of requests that errored. With `wait=False` it returns a `BatchJob` at
+        once, its batches created (`.ids`, `.status()`, `.wait()`, `.results()`). Interrupting
+        the wait detaches without cancelling (`collect(batch_id)` picks a batch up later,
+        `cancel_batch(batch_id)` cancels it).
         """
         _check_concurrency(max_concurrency)
         common = options_of(options, overrides, "execute_multiple")
-        batch = Batch(self.preparer, calls, common)
-        budget = self.job_budget(max_cost_usd, len(batch), "execute_multiple")
-        show = self.progress_for(progress, len(batch))
+        checked = Batch(self.preparer, calls, common)
+        budget = self.job_budget(max_cost_usd, len(checked), "execute_multiple")
+        if batch:
+            prepared = [checked.take(i) for i in range(len(checked))]
+            job = BatchJob(
+                self,
+                prepared,
+                budget,
+                return_exceptions=return_exceptions,
+                max_concurrency=max_concurrency,
+                progress=progress,
+            )
+            await self.on_home(job.submit())
+            return await job.results() if wait else job
+        check_wait(batch, wait)
+        show = self.progress_for(progress, len(checked))
         return await self.on_home(
-            self._run_many(batch, max_concurrency, return_exceptions, show, budget)
+            self._run_many(checked, max_concurrency, return_exceptions, show, budget)
         )
+
+    async def submit_batch(
+        self,
+        prepared: Sequence[PreparedCall],
+        *,
+        budget: Budget | None = None,
+        return_exceptions: bool = True,
+        max_concurrency: int | None = None,
+        progress: ProgressArg = None,
+    ) -> BatchJob:
+        """Send prepared calls (`prepare`, or a workflow's wave of ready steps) as Message
+        Batches; the `BatchJob` once they are created (`await job.results()`: their results in
+        order, as `execute_multiple(batch=True)` gives them).
+
+        `budget`: the job's (default: a job budget of the `max_cost_usd` setting under the
+        session's). `max_concurrency` bounds the online retries; `progress` is shown while
+        waiting (a caller's `Progress` is reported to and left open).
+        """
+        if budget is None:
+            budget = self.job_budget(None, len(prepared), "submit_batch")
+        job = BatchJob(
+            self,
+            prepared,
+            budget,
+            return_exceptions=return_exceptions,
+            max_concurrency=max_concurrency,
+            progress=progress,
+        )
+        return await self.on_home(job.submit())
+
+    async def batches(self) -> pd.DataFrame:
+        """The Message Batches in the ledger, newest first, one row each: `batch_id`, `state`
+        in the ledger (intent, sent, collected, cancelled, failed), the provider's `status`
+        and request counts (asked for the batches not yet collected that this backend can
+        see), `requests`, when it was recorded, sent and ended, its `job`, `part` and `scope`
+        (see `agentnb.orchestrator.follow.BATCH_COLUMNS`)."""
+        return await self.on_home(list_batches(self))
+
+    async def collect(self, batch_id: str, *, progress: ProgressArg = None) -> BatchCollection:
+        """Wait for Message Batch `batch_id` to end and fill the response cache from its
+        results, from the ledger alone (so in a new kernel too): re-running the same calls
+        then costs nothing. Each answer is recorded at the batch price (once: a batch
+        collected before only fills the cache). Returns a `BatchCollection` (counts, answers
+        cached, results refused by the ledger, cost)."""
+        show = self.progress_for(progress, 2)
+        return await self.on_home(collect(self, batch_id, show))
+
+    async def cancel_batch(self, batch_id: str) -> BatchInfo:
+        """Cancel Message Batch `batch_id` (the only way one is cancelled: an interrupted wait
+        only detaches). Requests not yet processed end `canceled`; what it answered before
+        stays paid for, and collectable (`collect`)."""
+        return await self.on_home(cancel(self, batch_id))
 
     def stream_agent(
         self,
@@ -273,6 +402,7 @@ class AsyncAgentOrchestrator:
         *,
         variables: Mapping[str, Any] | None = None,
         max_concurrency: int | None = None,
+        batch: bool = False,
         **overrides: Unpack[OptionArgs],
     ) -> Estimate:
         """What a job would cost and take, worked out without running anything.
@@ -283,7 +413,8 @@ class AsyncAgentOrchestrator:
         has one row per call (input tokens, output and cost ranges, cached), the totals and the
         predicted time are attributes. Nothing runs and nothing is recorded: no model call
         (the backend may be asked to count tokens), no metrics row, no cache hit. See
-        `agentnb.orchestrator.estimate` for how each figure is worked out.
+        `agentnb.orchestrator.estimate` for how each figure is worked out. `batch=True`: the
+        costs at the Message Batches price (half), as `execute_multiple(batch=True)` pays.
         """
         from ..workflow import Workflow
 
@@ -304,10 +435,11 @@ class AsyncAgentOrchestrator:
                     variables,
                     use_cache=common.use_cache is not False,
                     max_concurrency=max_concurrency,
+                    batch_price=batch,
                 )
             )
-        batch = Batch(self.preparer, work, common)
-        return await self.on_home(estimate_calls(self, batch, max_concurrency))
+        checked = Batch(self.preparer, work, common)
+        return await self.on_home(estimate_calls(self, checked, max_concurrency, batch_price=batch))
 
     def spend(self) -> Spend:
         """What this orchestrator's calls have cost so far (cache hits cost nothing).
@@ -377,6 +509,9 @@ class AsyncAgentOrchestrator:
                 self.tracker.extend(records)
         if self.quotas is not None:
             await self.quotas.aclose()
+        if old.state_dir != config.state_dir and self._ledger is not None:
+            ledger, self._ledger = self._ledger, None
+            await ledger.aclose()
         self.session_budget.limit_usd = config.session_budget_usd  # its spend is kept
         self._setup(config)
 
@@ -592,6 +727,8 @@ class AsyncAgentOrchestrator:
             try:
                 if self._cache is not None:
                     await self._cache.aclose()
+                if self._ledger is not None:
+                    await self._ledger.aclose()
             finally:
                 # Flushes pending records and stops the writer thread (a no-op without a file).
                 self.tracker.close()

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends import BackendRequest, BackendResponse
 from ..errors import BackendError
 from ..options import CallOptions
+from ..pricing import BATCH_FACTOR
 from ..quota import Limits, model_class
 from ..workflow.template import PLACEHOLDER, render
 from .budget import usd
@@ -106,6 +107,7 @@ class Estimate:
     workflow: str | None = None
     critical_path: tuple[str, ...] = ()
     critical_path_s: float = 0.0
+    batch: bool = False  # costs at the Message Batches price
 
     # -- totals -----------------------------------------------------------------------------
     @property
@@ -148,6 +150,7 @@ class Estimate:
         """The totals, the predicted time and every row, as plain JSON-ready values."""
         return {
             "workflow": self.workflow,
+            "batch": self.batch,
             "calls": self.calls,
             "cached_calls": self.cached_calls,
             "input_tokens": self.input_tokens,
@@ -180,9 +183,10 @@ class Estimate:
         cached = f" ({self.cached_calls} cached)" if self.cached_calls else ""
         unknown = f", {self.unknown_cost_calls} of unknown price" if self.unknown_cost_calls else ""
         path = f"; critical path {' -> '.join(self.critical_path)}" if self.critical_path else ""
+        price = " at the batch price" if self.batch else ""
         return (
             f"estimate of {what}{plural}{cached}: cost "
-            f"{_span(usd(self.cost_low_usd), usd(self.cost_high_usd))}{unknown}; input "
+            f"{_span(usd(self.cost_low_usd), usd(self.cost_high_usd))}{price}{unknown}; input "
             f"{self.input_tokens:,} tokens, output {_span(self.output_low, self.output_high)}; "
             f"about {_duration(self.wall_s)} at concurrency {self.max_concurrency}{path} "
             f"(time from {self.time_basis}; tokens {self.tokens_basis}); nothing was run"
@@ -262,11 +266,16 @@ def _duration(seconds: float) -> str:
 
 # -- the estimates -------------------------------------------------------------------------------
 async def estimate_calls(
-    orch: AsyncAgentOrchestrator, batch: Batch, max_concurrency: int | None
+    orch: AsyncAgentOrchestrator,
+    batch: Batch,
+    max_concurrency: int | None,
+    *,
+    batch_price: bool = False,
 ) -> Estimate:
-    """The `Estimate` of `execute_multiple(calls)` (checked into `batch`), on the home loop."""
+    """The `Estimate` of `execute_multiple(calls)` (checked into `batch`), on the home loop;
+    `batch_price`: its costs at the Message Batches price (`batch=True`)."""
     workers = max_concurrency or orch.config.max_concurrency
-    est = _Estimator(orch, workers)
+    est = _Estimator(orch, workers, batch_price)
     prepared = [batch.take(i) for i in range(len(batch))]
     looked = [await est.cached(p) for p in prepared]
     # Only the calls that would reach the backend are counted (a cached answer has its usage).
@@ -287,8 +296,10 @@ async def estimate_workflow(
     *,
     use_cache: bool,
     max_concurrency: int | None,
+    batch_price: bool = False,
 ) -> Estimate:
-    """The `Estimate` of `run_workflow(wf, variables)`, on the home loop (see the module doc)."""
+    """The `Estimate` of `run_workflow(wf, variables)`, on the home loop (see the module doc);
+    `batch_price`: its costs at the Message Batches price."""
     wf.validate(agents=orch.agents, variables=variables)
     variables = variables or {}
     ids = {step.id for step in wf.steps}
@@ -297,7 +308,7 @@ async def estimate_workflow(
     values.update({n: str(variables[n]) for n in names if n in variables})
     limits = [n for n in (max_concurrency, wf.max_concurrency) if n is not None]
     limit = min(limits) if limits else orch.config.max_concurrency
-    est = _Estimator(orch, limit)
+    est = _Estimator(orch, limit, batch_price)
     known: dict[str, str] = {}  # output text of the steps the cache would answer
     lengths: dict[str, tuple[int, int, int]] = {}  # output tokens (low, typical, high) per step
     rows: dict[str, _Row] = {}
@@ -377,9 +388,13 @@ class _History:
 class _Estimator:
     """Works out the rows of one estimate; keeps what earlier rows of the job tell later ones."""
 
-    def __init__(self, orch: AsyncAgentOrchestrator, concurrency: int) -> None:
+    def __init__(
+        self, orch: AsyncAgentOrchestrator, concurrency: int, batch_price: bool = False
+    ) -> None:
         self.orch = orch
         self.concurrency = concurrency
+        self.batch_price = batch_price
+        self.factor = BATCH_FACTOR if batch_price else 1.0
         self.prices = orch.prices
         self.config = orch.config
         self.history = _History(orch.tracker.to_dataframe())
@@ -499,7 +514,7 @@ class _Estimator:
             read = price["cache_read"] if warm else write
         cost_low = (input_low - cached) * per_in + cached * read + low * per_out
         cost_high = (input_high - cached) * per_in + cached * max(write, per_in) + high * per_out
-        return cost_low / 1_000_000, cost_high / 1_000_000
+        return cost_low / 1_000_000 * self.factor, cost_high / 1_000_000 * self.factor
 
     def _seconds(self, agent: str, model: str, output_tokens: int) -> float:
         seen = self.history.latency.get((agent, model))
@@ -550,6 +565,7 @@ class _Estimator:
             time_basis=", ".join(self.bases) or "cached answers only",
             tokens_basis=tokens_basis,
             quota_s=quota,
+            batch=self.batch_price,
             **extra,
         )
 

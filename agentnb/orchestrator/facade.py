@@ -13,7 +13,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack, overload
 
 from .._fork import at_fork_in_child
 from ..agents import AgentRegistry
@@ -22,15 +22,22 @@ from ..config import Config
 from ..metrics import PerformanceTracker, PriceTable
 from ..options import CallOptions, OptionArgs
 from ..result import AgentResult
-from .calls import options_of
-from .core import AsyncAgentOrchestrator
+from .batching import BatchJob
+from .batchsend import check_wait
+from .calls import CallLike, options_of
+from .core import AsyncAgentOrchestrator, ProgressArg
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import pandas as pd
 
+    from ..backends.batch import BatchCounts
     from ..cache import ResponseCache
+    from .budget import Budget
+    from .prepare import PreparedCall
 
-__all__ = ["AgentOrchestrator", "current_default", "default_orchestrator"]
+__all__ = ["AgentOrchestrator", "BlockingBatchJob", "current_default", "default_orchestrator"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -136,9 +143,107 @@ class AgentOrchestrator:
             return hit
         return self._run(aio.call(p, budget=budget))
 
-    #: Blocking `AsyncAgentOrchestrator.execute_multiple` (same arguments).
-    execute_multiple = _blocking(AsyncAgentOrchestrator.execute_multiple)
+    @overload
+    def execute_multiple(
+        self,
+        calls: Iterable[CallLike],
+        options: CallOptions | None = None,
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: ProgressArg = None,
+        max_cost_usd: float | None = None,
+        batch: bool = False,
+        wait: Literal[True] = True,
+        **overrides: Unpack[OptionArgs],
+    ) -> list[AgentResult | BaseException]: ...
+
+    @overload
+    def execute_multiple(
+        self,
+        calls: Iterable[CallLike],
+        options: CallOptions | None = None,
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: ProgressArg = None,
+        max_cost_usd: float | None = None,
+        batch: Literal[True],
+        wait: Literal[False],
+        **overrides: Unpack[OptionArgs],
+    ) -> BlockingBatchJob: ...
+
+    def execute_multiple(
+        self,
+        calls: Iterable[CallLike],
+        options: CallOptions | None = None,
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: ProgressArg = None,
+        max_cost_usd: float | None = None,
+        batch: bool = False,
+        wait: bool = True,
+        **overrides: Unpack[OptionArgs],
+    ) -> list[AgentResult | BaseException] | BlockingBatchJob:
+        """Blocking `AsyncAgentOrchestrator.execute_multiple` (same arguments); with
+        `batch=True, wait=False` a `BlockingBatchJob`. `KeyboardInterrupt` while a batch job
+        waits detaches it (nothing is cancelled) and its note says how to pick it up."""
+        check_wait(batch, wait)
+        if not batch:
+            return self._run(
+                self.aio.execute_multiple(
+                    calls,
+                    options,
+                    max_concurrency=max_concurrency,
+                    return_exceptions=return_exceptions,
+                    progress=progress,
+                    max_cost_usd=max_cost_usd,
+                    **overrides,
+                )
+            )
+        submitted = self.aio.execute_multiple(
+            calls,
+            options,
+            max_concurrency=max_concurrency,
+            return_exceptions=return_exceptions,
+            progress=progress,
+            max_cost_usd=max_cost_usd,
+            batch=True,
+            wait=False,
+            **overrides,
+        )
+        job = BlockingBatchJob(self, self._run(submitted))
+        return job.results() if wait else job
+
+    def submit_batch(
+        self,
+        prepared: Sequence[PreparedCall],
+        *,
+        budget: Budget | None = None,
+        return_exceptions: bool = True,
+        max_concurrency: int | None = None,
+        progress: ProgressArg = None,
+    ) -> BlockingBatchJob:
+        """Blocking `AsyncAgentOrchestrator.submit_batch` (same arguments): a
+        `BlockingBatchJob` once the batches are created."""
+        submitted = self.aio.submit_batch(
+            prepared,
+            budget=budget,
+            return_exceptions=return_exceptions,
+            max_concurrency=max_concurrency,
+            progress=progress,
+        )
+        return BlockingBatchJob(self, self._run(submitted))
+
+    #: Blocking `AsyncAgentOrchestrator.batches`: the ledger's batches with their state.
+    batches = _blocking(AsyncAgentOrchestrator.batches)
+    #: Blocking `AsyncAgentOrchestrator.collect`: wait for a batch and fill the cache from it.
+    collect = _blocking(AsyncAgentOrchestrator.collect)
+    #: Blocking `AsyncAgentOrchestrator.cancel_batch`: the only way a batch is cancelled.
+    cancel_batch = _blocking(AsyncAgentOrchestrator.cancel_batch)
     #: `AsyncAgentOrchestrator.execute_multiple` itself, for callers already on an event loop.
+
     execute_multiple_async = _delegated(AsyncAgentOrchestrator.execute_multiple)
     #: An `AgentStream`: `for chunk in orch.stream_agent(...)` blocks per chunk.
     stream_agent = _delegated(AsyncAgentOrchestrator.stream_agent)
@@ -172,6 +277,51 @@ class AgentOrchestrator:
 
     def __repr__(self) -> str:
         return repr(self.aio).replace("AsyncAgentOrchestrator", "AgentOrchestrator")
+
+
+class BlockingBatchJob:
+    """The blocking twin of `BatchJob`: the same handle, each method blocking until done.
+
+    `KeyboardInterrupt` (the kernel's stop button) while it waits detaches: the batches go on at
+    the provider, nothing is cancelled, and the interrupt's note says how to pick them up
+    (`orch.collect(batch_id)`, or `wait()` again).
+    """
+
+    def __init__(self, orch: AgentOrchestrator, job: BatchJob) -> None:
+        self._orch = orch
+        self.aio = job
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The ids of the job's batches."""
+        return self.aio.ids
+
+    @property
+    def done(self) -> bool:
+        """True once every call has its result."""
+        return self.aio.done
+
+    def status(self) -> BatchCounts:
+        """`BatchJob.status`: the requests' counts now."""
+        return self._orch._run(self.aio.status())
+
+    def wait(self, progress: ProgressArg = None) -> BatchCounts:
+        """`BatchJob.wait`: wait for the batches and collect their results."""
+        return self._waiting(self.aio.wait(progress))
+
+    def results(self, progress: ProgressArg = None) -> list[AgentResult | BaseException]:
+        """`BatchJob.results`: the calls' results in input order, waiting first if need be."""
+        return self._waiting(self.aio.results(progress))
+
+    def _waiting(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return self._orch._run(coro)
+        except KeyboardInterrupt as exc:
+            exc.add_note(self.aio.detached_message())
+            raise
+
+    def __repr__(self) -> str:
+        return repr(self.aio)
 
 
 _default_lock = threading.Lock()

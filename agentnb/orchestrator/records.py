@@ -49,12 +49,23 @@ class Recorder:
         self.backend_kind = backend_kind
 
     def succeeded(
-        self, p: PreparedCall, response: BackendResponse, state: CallState, hit: bool
+        self,
+        p: PreparedCall,
+        response: BackendResponse,
+        state: CallState,
+        hit: bool,
+        batch_id: str | None = None,
     ) -> AgentResult:
-        """The result of a call that got its answer (from the backend or the cache), recorded."""
+        """The result of a call that got its answer (from the backend or the cache), recorded.
+
+        `batch_id`: the Message Batch that answered it, whose price it pays (`PriceTable.cost`).
+        """
         latency_ms = (time.perf_counter() - state.t0) * 1000
         usage = response.usage
-        full_cost = self.prices.cost(response.model, usage)
+        if batch_id is None:
+            full_cost = self.prices.cost(response.model, usage)
+        else:
+            full_cost = self.prices.cost(response.model, usage, batch=True)
         cost = 0.0 if hit else full_cost
         attempts = 0 if hit else state.attempts
         backend = response.backend or self.backend_kind()
@@ -82,6 +93,7 @@ class Recorder:
             state.quota_s * 1000,
             state.concurrency,
             state.rate_limited,
+            batch_id,
         )
         return AgentResult.make(
             p.spec.name,
@@ -98,8 +110,11 @@ class Recorder:
             datetime.fromtimestamp(state.started, UTC),
         )
 
-    def failed(self, p: PreparedCall, state: CallState, exc: BaseException) -> None:
-        """Record a call that ended without an answer (its cost unknown if it was sent)."""
+    def failed(
+        self, p: PreparedCall, state: CallState, exc: BaseException, batch_id: str | None = None
+    ) -> None:
+        """Record a call that ended without an answer (its cost unknown if it was sent); a
+        request of a Message Batch (`batch_id`) that ended without one cost nothing."""
         cause = exc.last_error if isinstance(exc, AgentCallError) else exc
         tags = p.tags
         self.tracker.add(
@@ -118,11 +133,51 @@ class Recorder:
             0,
             0,
             0,
-            math.nan if state.attempts else 0.0,
+            math.nan if state.attempts and batch_id is None else 0.0,
             False,
             type(cause).__name__,
             0.0,
             state.quota_s * 1000,
             state.concurrency,
             state.rate_limited,
+            batch_id,
         )
+
+    def collected(
+        self,
+        agent: str,
+        response: BackendResponse,
+        batch_id: str,
+        run_id: str | None,
+        started: float,
+    ) -> float:
+        """Record a Message Batch's answer collected with no call of this process behind it
+        (`orch.collect`: from the ledger); returns its cost, at the batch price."""
+        usage = response.usage
+        cost = self.prices.cost(response.model, usage, batch=True)
+        self.tracker.add(
+            run_id,
+            None,
+            None,
+            agent,
+            response.model,
+            response.backend or self.backend_kind(),
+            started,
+            max(0.0, time.time() - started) * 1000,
+            0.0,
+            1,
+            False,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            cost,
+            True,
+            None,
+            0.0,
+            0.0,
+            0,
+            0,
+            batch_id,
+        )
+        return cost

@@ -203,13 +203,14 @@ class Fallback:
         logger.info("%s works again; the quota is shared again", self.what)
 
 
-def prepare_state_dir(path: Path) -> Path:
-    """`path` resolved and created 0700; `ConfigError` naming it when that is not possible."""
+def prepare_state_dir(path: Path, otherwise: str = " or set ratelimit_backend: local") -> Path:
+    """`path` resolved and created 0700; `ConfigError` naming it when that is not possible
+    (`otherwise`: what else the message suggests, after choosing another state_dir)."""
     resolved = Path(path).expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():
         raise ConfigError(
             f"state_dir {resolved} is a file, not a directory; point state_dir "
-            "(AGENTNB_STATE_DIR) at a directory or set ratelimit_backend: local"
+            f"(AGENTNB_STATE_DIR) at a directory{otherwise}"
         )
     if not resolved.exists():
         try:
@@ -220,7 +221,7 @@ def prepare_state_dir(path: Path) -> Path:
         except OSError as exc:
             raise ConfigError(
                 f"cannot create state_dir {resolved}: {exc.strerror or exc}; choose another "
-                "state_dir or set ratelimit_backend: local"
+                f"state_dir{otherwise}"
             ) from None
     return resolved
 
