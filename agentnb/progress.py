@@ -188,7 +188,8 @@ class Progress:
         """Show the fields `source()` returns with the notes, asked at each render (never when
         nothing shows): live state the job does not report as events, such as a quota's."""
         with self._lock:
-            self._sources.append(source)
+            if source not in self._sources:  # a job of many chunks watches one source once
+                self._sources.append(source)
 
     def add_total(self, n: int) -> None:
         """The job grew by `n` calls."""

@@ -28,6 +28,8 @@ from agentnb.backends import AnthropicBackend, simulator_transport
 from agentnb.backends.simulated import CallRecord as SimCall
 from agentnb.bench import _peak_overlap
 from agentnb.bench_suite import Goal, Section, bench_scale, goals_table, profile_top, to_markdown
+from agentnb.bench_suite._quota import QuotaJob, pace
+from agentnb.bench_suite._quota_procs import bench_processes
 from agentnb.errors import AgentnbError
 from agentnb.loop import run_sync
 
@@ -40,6 +42,7 @@ SECTIONS = {
     "sdk_baseline": "agentnb vs the bare Anthropic SDK",
     "cached_rerun": "Fully cached re-run vs first run",
     "speedup": "compare_speedup: sequential vs concurrent vs cached",
+    "quota": "Pacing to a simulated quota",
 }
 
 #: The goals every run judges (section, the start of `what`), whatever the sizes of its mode.
@@ -54,6 +57,21 @@ REQUIRED_GOALS = [
     ("scale", "peak RSS at "),
     ("sdk_baseline", "wall vs bare SDK at "),
     ("sdk_baseline", "wall vs bare SDK at "),
+    ("quota", "throughput of the quota, limiter on"),
+    ("quota", "429s, limiter on"),
+    ("quota", "failed calls, limiter on"),
+    ("quota", "estimate vs actual: input tokens"),
+    ("quota", "estimate vs actual: output"),
+    ("quota", "estimate vs actual: cost"),
+]
+#: The quota section's rows, in order; the last two (processes) run in the full suite only.
+QUOTA_RUNS = [
+    "agentnb, limiter on",
+    "estimate(calls) before the limiter's job vs what it recorded",
+    "bare AsyncAnthropic + gather (SDK retries)",
+    "agentnb, rate_limiting=False",
+    "processes sharing one quota through SQLite",
+    "processes sharing one quota through Redis",
 ]
 GOALS_HEADER = "| section | what | measured | bare (same run) | goal | met | stretch met |"
 
@@ -65,7 +83,7 @@ def check_required_goals(goals: list[dict[str, Any]]) -> None:
         found = next(g for g in left if g["section"] == section and g["what"].startswith(what))
         left.remove(found)
         assert found["measured"] and found["goal"] and isinstance(found["met"], bool), found
-        if section in {"fanout", "overhead", "scale", "sdk_baseline"}:
+        if section in {"fanout", "overhead", "scale", "sdk_baseline"} or "limiter on" in what:
             assert found["bare (same run)"], found  # the bare reference of the same run
 
 
@@ -354,6 +372,7 @@ def test_bench_smoke_prints_every_table_and_writes_outputs(
     for p in data["profiles"]:
         assert p["rows"][-1]["function"] == "(all functions, both threads)"
         assert f"#### Profile of the missed goal: {p['section']}, {p['what']}" in out
+    check_quota_rows(next(s["rows"] for s in data["sections"] if s["key"] == "quota"))
     for png in ("speedup.png", "skewed_timeline.png", "skewed_latency.png", "skewed_cost.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -375,6 +394,8 @@ QUICK_HEADERS = {
     "speedup | backend_calls_in_reruns | goal | met |",
     "speedup": "| mode | wall_s_mean | wall_s_min | wall_s_max | speedup | calls | repeats | "
     "hit_rate | backend_calls | peak_in_flight | ideal_speedup | goal | met |",
+    "quota": "| run | calls | concurrency | attempts | answered | failed | 429s | 429s_pct | "
+    "wall_s | throughput | detail | goal | met |",
     "goals": GOALS_HEADER,
 }
 
@@ -406,3 +427,50 @@ def test_bench_quick_runs_and_prints_every_table(capsys: pytest.CaptureFixture[s
     assert "| scale | CPU/call at 10,000 vs 1,000 calls |" in goals
     assert "| scale | peak RSS at 10,000 calls vs bare |" in goals
     assert goals.count("| sdk_baseline | wall vs bare SDK at ") == 2
+    assert "| quota | throughput of the quota, limiter on |" in goals
+    assert "| quota | estimate vs actual: cost |" in goals
+    assert "| quota | throughput of the quota, bare" not in goals  # a reference row: no goals
+
+
+def check_quota_rows(rows: list[dict[str, Any]]) -> None:
+    """The quota section of a smoke or quick run: its rows in order, every call answered (the
+    quota is generous enough there), the reference rows judged in their rows only, and the
+    rows of processes left out, saying so."""
+    assert [r["run"] for r in rows][:4] == QUOTA_RUNS[:4]
+    assert [r["run"].split(" ", 1)[1] for r in rows[4:]] == QUOTA_RUNS[4:]
+    limiter, estimate, bare, off = rows[:4]
+    for row in (limiter, bare, off):
+        assert row["answered"] + row["failed"] == row["calls"]
+        assert row["attempts"] == row["answered"] + row["429s"]  # every other attempt a 429
+    assert limiter["failed"] == 0 and "limiter on" not in bare["goal"]
+    assert "reference" in bare["goal"] and "reference" in off["goal"]
+    assert "input tokens: predicted" in estimate["detail"]
+    for row in rows[4:]:
+        assert row["detail"].startswith("not run: left out") and row["met"] is None
+
+
+def test_pace_is_the_binding_kinds_use_beyond_one_burst() -> None:
+    limits = QuotaJob(rpm=600, latency_s=0.0, calls=0).limits  # 10 a second, a burst of 10
+    counts: dict[str, Any] = {"accepted_starts": [i / 10 for i in range(31)]}  # 31 in 3 s
+    # Requests: (31 - 10) / (10 * 3) = 0.7; input: (31 * 110 - 1100) / (1100 * 3) = 0.7;
+    # output: twice the tokens the limit is set for bind most: (31 * 180 - 900) / (900 * 3).
+    share, bound = pace(counts, (31 * 110, 31 * 180), limits)
+    assert (share, bound) == (round((31 * 180 - 900) / 2700, 3), "output tokens")
+    assert pace(counts, (0, 0), limits) == (0.7, "requests")
+    assert pace({"accepted_starts": [0.0] * 5}, (0, 0), limits) == (None, "")  # one burst
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_the_quota_rows_of_processes_run_small(store: str) -> None:
+    """The processes rows of the full suite, tiny: a server, two workers, their shared store."""
+    job = QuotaJob(rpm=6000, latency_s=0.005, calls=30, concurrency=10, processes=2)
+    row = bench_processes(job, store)
+    name = "Redis" if store == "redis" else "SQLite"
+    assert row["run"] == f"2 processes sharing one quota through {name}"
+    assert (row["answered"], row["failed"]) == (30, 0), row["detail"]
+    assert row["attempts"] == 30 + row["429s"] and "0 warning(s)" in row["detail"]
+    assert f"its buckets in {store}" in row["detail"]
+    assert [g.what for g in row["_goals"]] == [
+        f"{what}, 2 processes, {name}"
+        for what in ("throughput of the quota", "429s", "failed calls")
+    ]

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,37 @@ def test_keep_alive_and_a_malformed_request(server: Server) -> None:
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"NONSENSE\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 400 ")
+
+
+def test_the_stats_endpoint_counts_what_the_quota_accepted_and_refused(tmp_path: Path) -> None:
+    limits = {"haiku": {"rpm": 6}, "*": {"rpm": 6000, "itpm": 600_000, "burst_s": 0.5}}
+    running = Server(tmp_path, "--latency", "0", "--limits", json.dumps(limits))
+    try:
+        with anthropic.Anthropic(api_key="sk-test", base_url=running.url, max_retries=0) as sdk:
+            for _ in range(2):
+                sdk.messages.create(model=SONNET, max_tokens=20, messages=MESSAGES)
+            sdk.messages.create(model=HAIKU, max_tokens=20, messages=MESSAGES)
+            with pytest.raises(anthropic.RateLimitError):  # haiku: one request per 10 s
+                sdk.messages.create(model=HAIKU, max_tokens=20, messages=MESSAGES)
+        with urllib.request.urlopen(f"{running.url}/agentnb/stats", timeout=10) as response:
+            assert response.headers["content-type"] == "application/json"
+            counted = json.load(response)
+    finally:
+        running.stop(signal.SIGTERM)
+    starts = counted.pop("accepted_starts")
+    sonnet, haiku = counted.pop("limits").values()
+    assert counted == {
+        "calls": 4,
+        "logged": 4,
+        "accepted": 3,
+        "rate_limited": 1,
+        "errors": 0,
+        "in_flight": 0,
+    }
+    assert len(starts) == 3 and starts[0] == 0.0 and starts == sorted(starts)
+    assert sonnet == {"rpm": 6000, "itpm": 600_000, "otpm": None, "burst_s": 0.5}
+    # Haiku's bucket holds one request (at least one, whatever the rate): 10 s of 6 a minute.
+    assert haiku["rpm"] == 6 and haiku["burst_s"] == pytest.approx(10.0, abs=0.1)
 
 
 def test_sigint_stops_the_server_cleanly(tmp_path: Path) -> None:

@@ -12,9 +12,21 @@ connection), on uvloop where it is installed. A `connection` fault resets the co
 `timeout` fault holds the answer back until the client gives up. It listens on loopback only,
 unless told otherwise (`allow_remote`): it has no authentication worth the name.
 
+`GET /agentnb/stats` answers what the simulator counted (`stats`), so that a benchmark or a test
+can check from outside that its clients kept to the quota: `calls` (every call since it started,
+refused ones included), then over the calls still in its log (`logged`, the last `log_limit`):
+`accepted` (answered), `rate_limited` (429s: the quota's, or an injected `rate_limit` fault's),
+`errors` (every other failure: faults, the spend limit, cancelled), `in_flight`, and
+`accepted_starts`, when each accepted call started, in seconds after the first one (monotonic
+clock, oldest first). `limits` gives, for each model class called so far, its limits per minute
+(`rpm`, `itpm`, `otpm`, as the rate-limit headers state them) and `burst_s`, the seconds' worth
+its buckets hold (read from the headers' `remaining` and `reset`: short by at most one unit's
+worth of its finest-grained kind, as `remaining` is rounded down).
+
 Example:
     python -m agentnb simulate --port 8765 --limits '{"*": {"rpm": 600}}'
     ANTHROPIC_BASE_URL=http://127.0.0.1:8765 ANTHROPIC_API_KEY=sk-test python my_script.py
+    curl http://127.0.0.1:8765/agentnb/stats
 """
 
 from __future__ import annotations
@@ -25,17 +37,24 @@ import http
 import ipaddress
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import h11
 import httpx2
 
 from ..errors import ConfigError
+from ..quota import RateLimits, model_class
+from .batch import MAX_BATCH_BYTES
 from .sim_http import error_response, handle_messages_request
 from .simulated import SimulatedBackend
 
-__all__ = ["check_host", "run", "serve"]
+__all__ = ["STATS_PATH", "check_host", "run", "serve", "stats"]
+
+#: Where the server answers its counts (`stats`).
+STATS_PATH = "/agentnb/stats"
 
 _MAX_BODY = 32 * 1024 * 1024  # the Messages API's own request size limit
+_BATCHES_TARGET = b"/v1/messages/batches"  # whose bodies may reach MAX_BATCH_BYTES
 _READ_SIZE = 64 * 1024
 
 
@@ -155,12 +174,14 @@ class _Connection:
                 if not isinstance(request, h11.Request):
                     return  # closed between requests
                 body = bytearray()
+                limit = MAX_BATCH_BYTES if request.target.startswith(_BATCHES_TARGET) else _MAX_BODY
                 while not isinstance(event := await self._next_event(), h11.EndOfMessage):
                     if not isinstance(event, h11.Data):
                         return
                     body += event.data
-                    if len(body) > _MAX_BODY:
-                        await self._send(_refusal(413, "the request body is over 32 MB"))
+                    if len(body) > limit:
+                        size = f"{limit // 2**20} MB"
+                        await self._send(_refusal(413, f"the request body is over {size}"))
                         return
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -192,6 +213,9 @@ class _Connection:
             )
         except (httpx2.InvalidURL, ValueError):
             await self._send(error_response(400, f"bad request target {target!r}"))
+            return True
+        if request.method == "GET" and request.url.path == STATS_PATH:
+            await self._send(httpx2.Response(200, json=stats(self.backend)))
             return True
         try:
             response = await handle_messages_request(self.backend, request)
@@ -231,6 +255,52 @@ class _Connection:
             await response.aclose()
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
+
+
+def stats(backend: SimulatedBackend) -> dict[str, Any]:
+    """What `GET /agentnb/stats` answers of `backend`: its counts (see the module docstring).
+
+    Example:
+        >>> stats(SimulatedBackend(latency_s=0))["accepted_starts"]
+        []
+    """
+    log = list(backend.calls)
+    starts = [r.started for r in log if r.ok]
+    first = starts[0] if starts else 0.0
+    refused = sum(1 for r in log if r.error == "rate_limit")
+    failed = sum(1 for r in log if r.ok is False)
+    limits: dict[str, dict[str, float | None]] = {}
+    for model in dict.fromkeys(r.model for r in log):
+        cls = model_class(model)
+        seen = None if cls in limits else backend.rate_limits(model)
+        if seen is not None:
+            limits[cls] = _limits_of(seen)
+    return {
+        "calls": backend.call_count,
+        "logged": len(log),
+        "accepted": len(starts),
+        "rate_limited": refused,
+        "errors": failed - refused,
+        "in_flight": backend.in_flight,
+        "accepted_starts": [round(t - first, 6) for t in starts],
+        "limits": limits,
+    }
+
+
+def _limits_of(seen: RateLimits) -> dict[str, float | None]:
+    """A class's limits per minute as its headers state them, and the burst its buckets hold:
+    what is left plus what refills until the reset (each kind's reading is short by less than
+    one unit, `remaining` being rounded down; the largest reading is the closest)."""
+    out: dict[str, float | None] = {}
+    burst: float | None = None
+    for key, level in zip(("rpm", "itpm", "otpm"), seen.levels, strict=True):
+        out[key] = None if level is None else float(level.limit)
+        if level is not None and level.limit > 0:
+            rate = level.limit / 60.0
+            reading = (level.remaining + level.reset_s * rate) / rate
+            burst = reading if burst is None else max(burst, reading)
+    out["burst_s"] = None if burst is None else round(burst, 2)
+    return out
 
 
 def _refusal(status: int, message: str) -> httpx2.Response:

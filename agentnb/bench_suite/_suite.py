@@ -17,6 +17,7 @@ from ..loop import get_home_loop
 from ._caching import bench_cache_tiers, bench_cached_rerun
 from ._common import Goal, Row, Section, public
 from ._concurrency import bench_fanout, bench_overhead, bench_speedup
+from ._quota import FULL, QUICK, SMOKE, bench_quota
 from ._reliability import bench_reliability
 from ._scale import bench_scale
 from ._sdk import bench_sdk_baseline
@@ -154,6 +155,19 @@ def run_suite(
         lambda: bench_speedup(
             10 if quick else 20, latency_s=lat, repeats=1 if quick or smoke else 3
         ),
+    )
+    job = SMOKE if smoke else QUICK if quick else FULL
+    add(
+        "quota",
+        f"Pacing to a simulated quota: {job.describe()}",
+        "throughput = (use beyond one burst) / (what the rate allows) from the first to the last "
+        "accepted call's start, per kind, read from the simulator's own log: the kind that binds "
+        "most; 429s = the simulator's refusals among all attempts. agentnb over the SDK and the "
+        "simulator's HTTP transport; the two reference rows (the bare SDK with its default "
+        "retries, and agentnb without the limiter) run side by side, each against a simulator of "
+        "its own, and are judged in their rows only; processes share one `agentnb simulate` "
+        "server (its /agentnb/stats) and their buckets (full suite only)",
+        lambda: bench_quota(job, processes=not (quick or smoke)),
     )
     if only is not None or mode == "full":
         add(

@@ -278,11 +278,15 @@ class QuotaLimiter:
             self._end_probe(outcome)
         if isinstance(outcome, BackendResponse):
             self.sent += 1
-            if self.window is not None:
-                self.window.grow()
             if outcome.limits is not None:
                 self.learn(outcome.limits)
+            # Reconciled before the window lets anyone in, as the server gave the unused part
+            # back before it answered: near a full bucket its give-back is capped, and ours,
+            # counted after the takes this answer let in, would not be (the buckets would then
+            # believe in more than is left, and the take at the edge meet a 429).
             self._reconcile(slot, costs, outcome)
+            if self.window is not None:
+                self.window.grow()
             return
         error = outcome if isinstance(outcome, BaseException) else None
         limits = getattr(error, "limits", None)
