@@ -231,6 +231,13 @@ class Config:
         ge=1,
         le=1000,
     )
+    sim_invalid_rate: float = setting(
+        0.0,
+        help="Simulator: share of structured answers (schema=) that break their schema, to "
+        "exercise the repair turn.",
+        ge=0,
+        le=1,
+    )
     # -- response cache ---------------------------------------------------------------------
     cache_enabled: bool = setting(True, help="Reuse earlier answers to identical calls.")
     cache_backend: CacheBackendName = setting(

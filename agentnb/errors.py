@@ -17,6 +17,7 @@ AgentnbError
  │    └── WorkflowValidationError names the step, the field and the YAML line
  ├── CacheError                   cache directory unusable, Redis misconfigured
  ├── AgentCallError               a call failed for good: agent, attempts made, last cause
+ ├── SchemaError                  a structured answer still invalid after its repair turn: the path
  ├── BudgetExceededError          a call not started: it could take the run past its budget
  └── BackendError                 raised by backends; `retryable` says whether to try again
       ├── RetryableError             `retry_after`: the server's hint in seconds, when it sent one
@@ -65,6 +66,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RetryableError",
+    "SchemaError",
     "ServerError",
     "SpendLimitError",
     "TaskTooLongError",
@@ -165,6 +167,19 @@ class AgentCallError(AgentnbError):
     def retryable(self) -> bool:
         """Whether the last cause was of a kind that is worth retrying later."""
         return isinstance(self.last_error, RetryableError)
+
+
+class SchemaError(AgentnbError):
+    """A structured answer (`schema=`) that did not follow its schema, even after the one repair
+    turn; it was not cached. `path` is where the first error is (`answer.score`), `problem` the
+    whole finding (`answer.score: 7 is greater than the maximum of 5`).
+    """
+
+    def __init__(self, message: str, *, agent: str, problem: str) -> None:
+        super().__init__(message)
+        self.agent = agent
+        self.problem = problem
+        self.path = problem.partition(": ")[0]
 
 
 class BudgetExceededError(AgentnbError):

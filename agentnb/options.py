@@ -12,6 +12,10 @@ workflow step's keys are generated from those declarations (`add_arguments`, `fr
 the agent's file > `Config`). Options that change the answer (`Option.in_key`) are part of the
 cache key; the others (timeout, attempts, cache policy) are not.
 
+`schema` (structured answers: `agentnb.schema`), `prefix` (the part of the user turn many calls
+share, sent for prompt caching) and `sample` (a repeat's index) have no flags: they are given
+from Python (a call, `AgentCall`, a map or grid), or as keys of a workflow step.
+
 Example:
     >>> opts = CallOptions.build({"max_tokens": 256, "system": "Answer in French."})
     >>> opts.max_tokens, opts.temperature
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from .errors import OptionError
+from .schema import AnswerSchema
 
 __all__ = [
     "EMPTY",
@@ -63,6 +68,8 @@ def shown(value: Any, limit: int = 60) -> str:
         return f"{value[: limit - 3]!r}"[:-1] + "...' (" + f"{len(value):,} characters)"
     if isinstance(value, (bool, int, float)) or value is None:
         return repr(value)
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
     return f"a {type(value).__name__}"
 
 
@@ -214,6 +221,24 @@ class CallOptions:
         in_key=True,
         repeat=True,
     )
+    schema: AnswerSchema | None = _opt(  # noqa: RUF009 - a field() declaration, as above
+        help="the answer's fields: a JSON Schema of an object, a pydantic model or a dataclass "
+        "(the answer then comes back as `AgentResult.data`, validated, repaired once)",
+        check=AnswerSchema.of,
+        in_key=True,
+    )
+    prefix: str | None = _opt(
+        help="the opening of the first user turn, the same for many calls (a map's template), "
+        "sent as its own block marked for prompt caching",
+        check=_text,
+        in_key=True,
+    )
+    sample: int | None = _opt(
+        help="which sample of the same call this is (a grid's repeat), so repeats are not cache "
+        "hits; not sent to the API",
+        check=_int_range(0, 1_000_000),
+        in_key=True,
+    )
     use_cache: bool | None = _opt(
         help="neither read nor write the response cache",
         check=_flag,
@@ -295,6 +320,9 @@ class OptionArgs(TypedDict, total=False):
     temperature: float | None
     system: str | None
     stop_sequences: tuple[str, ...] | list[str] | str | None
+    schema: AnswerSchema | Mapping[str, Any] | type | None
+    prefix: str | None
+    sample: int | None
     use_cache: bool | None
     timeout_s: float | None
     max_attempts: int | None

@@ -2,7 +2,9 @@
 
 `str(result)` is the answer text; in Jupyter the answer renders as Markdown followed by a one-line
 footer (agent, model, latency, tokens, cost, cached, and "simulated" when the offline simulator
-answered), and the display data carries the same provenance as metadata.
+answered), and the display data carries the same provenance as metadata. A structured answer
+(`schema=`) has its fields in `data` (a dict, validated against the schema; `text` is its JSON)
+and shows as a JSON block.
 
 Example:
     >>> r = AgentResult(agent="writer", model="claude-sonnet-5-5", text="Hello")
@@ -39,6 +41,7 @@ class AgentResult:
     backend: str = ""
     request_id: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    data: dict[str, Any] | None = None
 
     @classmethod
     def make(
@@ -55,6 +58,7 @@ class AgentResult:
         backend: str,
         request_id: str | None,
         started_at: datetime,
+        data: dict[str, Any] | None = None,
     ) -> AgentResult:
         """The same as the constructor, in a third of its time: one result is made per call.
 
@@ -75,6 +79,7 @@ class AgentResult:
             backend=backend,
             request_id=request_id,
             started_at=started_at,
+            data=data,
         )
         return result
 
@@ -125,7 +130,7 @@ class AgentResult:
         }
 
     def _repr_markdown_(self) -> str:
-        text = self.text
+        text = self.text if self.data is None else f"```json\n{self.text}\n```"
         # An answer cut off inside a code block would swallow the footer: close the block.
         if text.count("```") % 2:
             text += "\n```"
@@ -155,6 +160,7 @@ class AgentResult:
             "backend": self.backend,
             "request_id": self.request_id,
             "started_at": self.started_at.isoformat(),
+            "data": self.data,
         }
 
     @classmethod
@@ -175,4 +181,5 @@ class AgentResult:
             started_at=datetime.fromisoformat(data["started_at"])
             if data.get("started_at")
             else datetime.now(UTC),
+            data=data.get("data"),
         )

@@ -47,6 +47,15 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("timeout_s", 4000, "(0, 3600]"),
     ("max_attempts", 0, "from 1 to 100"),
     ("max_attempts", 101, "from 1 to 100"),
+    ("schema", {"type": "array"}, "JSON Schema of an object"),
+    ("schema", {"type": "object", "properties": {"n": {"type": "nope"}}}, "valid JSON Schema"),
+    ("schema", {"type": "object", "default": {1, 2}}, "that JSON can spell"),
+    ("schema", {"type": "object", "maximum": math.nan}, "that JSON can spell"),
+    ("schema", "{}", "JSON Schema of an object"),
+    ("schema", int, "a pydantic model or a dataclass"),
+    ("prefix", 5, "text"),
+    ("sample", -1, "from 0 to 1000000"),
+    ("sample", 1.5, "from 0 to 1000000"),
 ]
 
 
@@ -181,6 +190,9 @@ def test_cache_key_covers_answer_options_only(orch: Any) -> None:
         "temperature": 0.2,
         "system": "Be brief.",
         "stop_sequences": ["END"],
+        "schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+        "prefix": "Summarise: ",
+        "sample": 1,
     }
     keys = {
         name: orch.prepare("writer", "same task", **{name: v}).key for name, v in changed.items()

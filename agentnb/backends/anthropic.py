@@ -8,6 +8,10 @@ keeps running meanwhile), with `max_retries=0`: retries belong to the orchestrat
 `agentnb.errors.BackendError` family; the API key is never shown in a repr, a message or a log
 line. Every response's `anthropic-ratelimit-*` headers become its `BackendResponse.limits` (an
 error's `limits`), and a 429 whose message says the spend limit is reached a `SpendLimitError`.
+A structured call (`request.schema`) sends one tool that `tool_choice` forces; the `tool_use`
+input of the answer becomes `BackendResponse.data` and its JSON the text. A request's `prefix`
+is the first text block of its first user turn, marked `cache_control` when prompt caching is
+on (`anthropic_blocks`).
 A forked child (`agentnb._fork`) makes a client of its own on its own loop: the parent's
 connection pool is left alone, never used or closed there (an `http_client` passed in is the
 caller's, and is shared as it is).
@@ -37,7 +41,9 @@ from ..errors import (
     ServerError,
 )
 from ..quota import RateLimits, parse_rate_limits
+from ..schema import answer_text
 from . import anthropic_batches as _batches
+from .anthropic_blocks import open_with, tool_input, tool_params
 from .anthropic_errors import parse_retry_after, translate
 from .base import Backend, BackendRequest, BackendResponse, Usage
 from .batch import BatchInfo, BatchRequest, BatchResult
@@ -235,13 +241,18 @@ class AnthropicBackend(Backend):
     def _params(self, request: BackendRequest, *, batched: bool = False) -> dict[str, Any]:
         """The SDK's keyword arguments for `request`; `batched`: a batch request's `params`,
         which has no headers (the agent's name goes in a field, to a transport that asks)."""
+        caching = request.prompt_caching and self.prompt_caching
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
             "messages": request.messages,
         }
+        if request.prefix:
+            open_with(params["messages"][0], request.prefix, caching)
+        if request.schema is not None:
+            params.update(tool_params(request.schema))
         if request.system:
-            if request.prompt_caching and self.prompt_caching:
+            if caching:
                 block: TextBlockParam = {
                     "type": "text",
                     "text": request.system,
@@ -347,7 +358,11 @@ class AnthropicBackend(Backend):
     def _response(
         self, message: SDKMessage, request_id: str | None, limits: RateLimits | None
     ) -> BackendResponse:
-        text = "".join(block.text for block in message.content if block.type == "text")
+        data = tool_input(message) if message.stop_reason == "tool_use" else None
+        if data is None:
+            text = "".join(block.text for block in message.content if block.type == "text")
+        else:
+            text = answer_text(data)
         u = message.usage
         usage = Usage(
             input_tokens=u.input_tokens or 0,
@@ -364,6 +379,7 @@ class AnthropicBackend(Backend):
             request_id=request_id,
             stop_sequence=message.stop_sequence,
             limits=limits,
+            data=data,
         )
 
     # -- errors ------------------------------------------------------------------------------

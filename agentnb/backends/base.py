@@ -25,6 +25,7 @@ from ..errors import BadRequestError
 
 if TYPE_CHECKING:
     from ..quota import RateLimits
+    from ..schema import AnswerSchema
     from .batch import BatchInfo, BatchRequest, BatchResult
 
 __all__ = [
@@ -76,6 +77,14 @@ class BackendRequest(NamedTuple):
     simulator can answer in character and logs can name the caller; it is not sent to the API.
     `stop_sequences` end the answer where the model would write one of them (the sequence itself
     is not part of the text; `stop_reason` is then "stop_sequence").
+
+    `prefix` opens the conversation's first user turn (the task, or `history[0]`): text many
+    calls share, sent as a block of its own, marked for prompt caching when `prompt_caching` is
+    on; `messages` leaves it out. `schema` asks for a structured answer: one tool
+    (`agentnb.schema.TOOL_NAME`) the model must use, whose input is the answer
+    (`BackendResponse.data`). `sample` tells repeats of one request apart (a grid's repeat
+    index): not sent to the API, where a new sample is simply a new call; the simulator varies
+    its answer with it.
     """
 
     model: str
@@ -87,10 +96,14 @@ class BackendRequest(NamedTuple):
     history: tuple[Message, ...] = ()
     prompt_caching: bool = False
     stop_sequences: tuple[str, ...] = ()
+    prefix: str = ""
+    schema: AnswerSchema | None = None
+    sample: int = 0
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        """The Messages-API `messages` list: history, then the task as the last user turn."""
+        """The Messages-API `messages` list: history, then the task as the last user turn (the
+        `prefix` left out)."""
         turns = [{"role": m.role, "content": m.content} for m in self.history]
         turns.append({"role": "user", "content": self.task})
         return turns
@@ -101,6 +114,8 @@ class BackendResponse(NamedTuple):
 
     `stop_sequence` is the request's stop sequence that ended the answer, when `stop_reason` is
     "stop_sequence". `limits` is what the response's rate-limit headers said of the quota.
+    `data` is a structured answer's fields (the input of the schema's tool; `text` is then its
+    JSON), None for an answer in prose.
     """
 
     text: str
@@ -111,6 +126,7 @@ class BackendResponse(NamedTuple):
     request_id: str | None = None
     stop_sequence: str | None = None
     limits: RateLimits | None = None
+    data: dict[str, Any] | None = None
 
 
 class Backend(abc.ABC):

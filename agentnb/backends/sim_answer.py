@@ -14,8 +14,11 @@ CPU for a short task, ~11 µs for a 4 KB one, and no more for longer ones):
   read from its first 200 characters;
 - the text is one %-format of a template the voice made beforehand.
 
-`compose(request, voice, digest)` writes the text; answers of other forms (structured JSON, tool
-use, the form a task asks for) belong there, chosen from the request.
+`compose(request, voice, digest)` writes the text. A structured call (`request.schema`) is
+answered with data instead (`sim_structured.fill`, made of the first user turn's keywords), its
+text the data's JSON; a share `invalid_rate` of them (drawn from the digest) break the schema
+(`sim_structured.broken`). A request's shared `prefix` and its `sample` index change the digest,
+so a new sample is a new answer.
 
 Example:
     >>> from agentnb.backends import BackendRequest
@@ -34,8 +37,9 @@ import re
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from ..schema import AnswerSchema, answer_text
 from .base import BackendRequest, Message
 
 __all__ = ["SIMULATED_NOTE", "AnswerPlan", "Voice", "compose", "plan_answer", "voice_for"]
@@ -49,10 +53,16 @@ _KEYWORD_SPAN = 200  # keywords come from the task's first characters only
 _MAX_WORDS = 4
 _LAYOUTS = 16  # bullet orders per voice; the digest's top four bits pick one
 _MAX_CHUNKS = 8
+_INVALID_SALT = 0x5DEECE66D  # draws "is this structured answer invalid" apart from the others
 
 
 class AnswerPlan(NamedTuple):
-    """Everything about an answer that depends only on the request."""
+    """Everything about an answer that depends only on the request.
+
+    `system_tokens` count the system prompt and a structured call's tool schema (what caching
+    the system prompt covers), `prefix_tokens` the shared prefix, `message_tokens` the turns
+    without it; `input_tokens` all of them. `data` is a structured answer's fields.
+    """
 
     text: str
     stop_reason: str
@@ -63,6 +73,8 @@ class AnswerPlan(NamedTuple):
     system_tokens: int
     message_tokens: int
     output_tokens: int
+    data: dict[str, Any] | None = None
+    prefix_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +92,16 @@ class Voice:
     templates: tuple[tuple[int, str], ...]
 
 
-def plan_answer(seed: int, request: BackendRequest) -> AnswerPlan:
-    """The answer the simulator gives `request`: text, stop reason, token counts and digest."""
+def plan_answer(seed: int, request: BackendRequest, invalid_rate: float = 0.0) -> AnswerPlan:
+    """The answer the simulator gives `request`: text, stop reason, token counts and digest.
+
+    `invalid_rate`: the share of structured answers that break their schema (1: every one).
+    """
     voice = voice_for(seed, request.model, request.agent, request.system)
     task, history = request.task, request.history
     digest = _digest(voice.key, task, history)
+    if request.schema is not None or request.prefix or request.sample:
+        return _plan_more(request, voice, digest, invalid_rate)
     text, stop_reason, stop_sequence = _cut(compose(request, voice, digest), request)
     msg_chars = len(task) + sum(len(m.content) for m in history) if history else len(task)
     system_chars = len(request.system)
@@ -99,6 +116,62 @@ def plan_answer(seed: int, request: BackendRequest) -> AnswerPlan:
         (msg_chars + 3) // 4 or 1,
         (len(text) + 3) // 4 or 1,
     )
+
+
+def _plan_more(
+    request: BackendRequest, voice: Voice, digest: int, invalid_rate: float
+) -> AnswerPlan:
+    """`plan_answer` for a request with a schema, a shared prefix or a sample index (apart, so
+    that the plain path pays nothing for them)."""
+    prefix, schema, history = request.prefix, request.schema, request.history
+    if prefix or request.sample:
+        digest = _varied(digest, prefix, request.sample)
+    system_chars = len(request.system)
+    data = None
+    if schema is None:
+        text, stop_reason, stop_sequence = _cut(compose(request, voice, digest), request)
+    else:
+        text, data, stop_reason = _structured(request, schema, digest, invalid_rate)
+        stop_sequence = None
+        system_chars += schema.chars  # the tool's definition counts as input
+    msg_chars = len(request.task) + sum(len(m.content) for m in history)
+    return AnswerPlan(
+        text,
+        stop_reason,
+        stop_sequence,
+        digest,
+        ((digest >> 28) & 0xFFFFFFFF) / 4294967296.0,
+        (system_chars + len(prefix) + msg_chars + 3) // 4 or 1,
+        (system_chars + 3) // 4,
+        (msg_chars + 3) // 4 or 1,
+        (len(text) + 3) // 4 or 1,
+        data,
+        (len(prefix) + 3) // 4,
+    )
+
+
+def _structured(
+    request: BackendRequest, schema: AnswerSchema, digest: int, invalid_rate: float
+) -> tuple[str, dict[str, Any] | None, str]:
+    """A structured answer: its text (the data's JSON), its data and why it stopped."""
+    from .sim_structured import broken, fill  # it imports this module
+
+    first = request.history[0].content if request.history else request.task
+    data = fill(schema, _keywords(first) or _NO_WORDS, digest)
+    if invalid_rate and mix(digest ^ _INVALID_SALT) < invalid_rate * 2.0**64:
+        data = broken(schema, data)
+    text = answer_text(data)
+    budget = request.max_tokens * 4
+    if len(text) > budget:  # the tool's input, cut off: no data
+        return text[:budget], None, "max_tokens"
+    return text, data, "tool_use"
+
+
+def _varied(digest: int, prefix: str, sample: int) -> int:
+    """The digest of a request with a shared prefix and/or a sample index."""
+    if prefix:
+        digest ^= zlib.crc32(_bounded(prefix)) << 32
+    return mix(digest + sample * 0x9E3779B97F4A7C15)
 
 
 def compose(request: BackendRequest, voice: Voice, digest: int) -> str:

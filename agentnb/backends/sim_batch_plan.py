@@ -17,7 +17,8 @@ latency for up to 1,000 requests, proportionally longer above):
   the later ones);
 - a cancel lets the tick in flight end (`canceling` until then); every request not ended by
   it ends `canceled`, and the batch `ended`.
-A request line is `[custom_id, *BackendRequest]` as JSON (`request_line`).
+A request line is `[custom_id, *BackendRequest]` as JSON (`request_line`; a structured request's
+schema as its JSON Schema; lines written before a field was added lack it and mean its default).
 
 Example:
     >>> tally = Tally(total=4, key=draw_key(0, 0), error_rate=0.0, expire_rate=0.0)
@@ -37,6 +38,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ..errors import error_for_status
+from ..schema import AnswerSchema
 from .base import BackendRequest, BackendResponse, Message, Usage
 from .batch import BatchCounts, BatchInfo, BatchResult, BatchStatus
 from .sim_answer import mix, plan_answer
@@ -184,15 +186,35 @@ def request_line(custom_id: str, request: BackendRequest) -> bytes:
 
     Raises `TypeError` (`orjson.JSONEncodeError`) for text JSON cannot carry (lone surrogates).
     """
-    return orjson.dumps((custom_id, *request), option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(
+        (custom_id, *request), option=orjson.OPT_APPEND_NEWLINE, default=_schema_json
+    )
+
+
+def _schema_json(value: object) -> object:
+    if isinstance(value, AnswerSchema):
+        return value.json
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def _request(fields: list[Any]) -> BackendRequest:
     """A stored request line (after its custom id) as the `BackendRequest` it was."""
-    model, task, system, agent, max_tokens, temperature, history, caching, stops = fields
+    model, task, system, agent, max_tokens, temperature, history, caching, stops, *rest = fields
+    prefix, schema, sample = (*rest, "", None, 0)[:3]
     turns = tuple(Message(m["role"], m["content"]) for m in history) if history else ()
     return BackendRequest(
-        model, task, system, agent, max_tokens, temperature, turns, caching, tuple(stops)
+        model,
+        task,
+        system,
+        agent,
+        max_tokens,
+        temperature,
+        turns,
+        caching,
+        tuple(stops),
+        prefix,
+        None if schema is None else AnswerSchema.of(schema),
+        sample,
     )
 
 
@@ -204,7 +226,7 @@ class ResultComposer:
         self.index = 0
         cancel = plan.cancel_tick
         self.cut = math.inf if cancel is None else plan.total * cancel // plan.ticks
-        self.cached: set[tuple[str, str]] = set()  # (model, system) prompts written so far
+        self.cached: set[tuple[str, ...]] = set()  # (model, system, prefix) written so far
 
     def __call__(self, line: bytes) -> BatchResult:
         plan = self.plan
@@ -222,16 +244,24 @@ class ResultComposer:
 
     def _answer(self, request: BackendRequest) -> BackendResponse:
         plan = plan_answer(self.plan.seed, request)
-        if request.prompt_caching and request.system:
-            key = (request.model, request.system)
+        if request.prompt_caching and (request.system or request.prefix):
+            key = (request.model, request.system, request.prefix)
             cached = key in self.cached
             self.cached.add(key)
-            system = plan.system_tokens
+            head = plan.system_tokens + plan.prefix_tokens
             usage = Usage(
-                plan.message_tokens, plan.output_tokens, *((system, 0) if cached else (0, system))
+                plan.message_tokens, plan.output_tokens, *((head, 0) if cached else (0, head))
             )
         else:
             usage = Usage(plan.input_tokens, plan.output_tokens)
         return BackendResponse(
-            plan.text, request.model, plan.stop_reason, usage, "simulated", None, plan.stop_sequence
+            plan.text,
+            request.model,
+            plan.stop_reason,
+            usage,
+            "simulated",
+            None,
+            plan.stop_sequence,
+            None,
+            plan.data,
         )

@@ -57,6 +57,7 @@ FAULT_KINDS = (
     "bad_request",
     "authentication",
     "spend_limit",
+    "invalid_output",  # no error: a structured answer that breaks its schema
 )
 #: The faults `fault_rate` draws from unless told otherwise: the ones a retry can cure.
 DEFAULT_FAULTS = ("rate_limit", "server_error", "overloaded", "timeout", "connection")

@@ -11,6 +11,10 @@ class has limits (`SimulatedBackend(limits=...)`; a stream's say where the quota
 began). A quota's 429 carries `retry-after` in whole seconds, the spend-limit 429 none. A
 request refused before it is a call (404, 401, 400) has no rate-limit headers.
 `POST /v1/messages/count_tokens` answers `{"input_tokens": N}`, the total a call would report.
+A body whose `tool_choice` forces one of its `tools` is a structured call: the tool's
+`input_schema` is the schema, and the answer a `tool_use` block of that tool (`stop_reason`
+"tool_use"; streamed as `input_json_delta`s). The first user turn's text blocks but the last are
+its shared `prefix` (as `AnthropicBackend` sends one).
 The Message Batches endpoints (`/v1/messages/batches...`) are served by `sim_batch_http`.
 A `connection` fault raises `httpx2.ConnectError`; a `timeout` fault hangs for `sim.hang_s`. So
 the real `AnthropicBackend` and SDK code path can be exercised offline;
@@ -47,6 +51,7 @@ import httpx2
 
 from ..errors import BackendConnectionError, BackendError, BackendTimeoutError
 from ..quota import RateLimits, rate_limit_headers
+from ..schema import TOOL_NAME, AnswerSchema
 from .base import BackendRequest, BackendResponse, Message, Usage
 from .simulated import SimulatedBackend, SimulatedCall
 
@@ -151,6 +156,7 @@ async def handle_messages_request(
         sim_request, streaming = _parse_body(
             body, sampling=version < _NO_SAMPLING_SINCE, counting=counting
         )
+        tool = _forced_tool(body) if sim_request.schema is not None else None
         agent = urllib.parse.unquote(request.headers.get(AGENT_HEADER, ""))
         if agent:
             sim_request = sim_request._replace(agent=agent)
@@ -180,10 +186,10 @@ async def handle_messages_request(
             headers.update(rate_limit_headers(limits))
         headers["content-type"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
-        return httpx2.Response(200, headers=headers, stream=_EventStream(_events(call)))
+        return httpx2.Response(200, headers=headers, stream=_EventStream(_events(call, tool)))
     if response.limits is not None:
         headers.update(rate_limit_headers(response.limits))
-    return httpx2.Response(200, headers=headers, json=_message_json(response))
+    return httpx2.Response(200, headers=headers, json=_message_json(response, tool=tool))
 
 
 # -- request side ---------------------------------------------------------------------------
@@ -223,7 +229,11 @@ def _parse_body(
     turns = [_parse_message(i, m) for i, m in enumerate(raw_messages)]
     if turns[-1].role != "user":
         raise _InvalidRequest("messages: the simulator needs the last message to be from the user")
+    prefix, opening, marked = _prefix_of(raw_messages[0])
+    if prefix:
+        turns[0] = Message(turns[0].role, opening)
     system, cached = _parse_system(body.get("system"))
+    schema = _parse_tools(body)
     for name in ("temperature", "top_p", "top_k"):
         if not sampling and name in body:
             raise _InvalidRequest(f"{name}: Extra inputs are not permitted")
@@ -249,10 +259,54 @@ def _parse_body(
         max_tokens=max_tokens,
         temperature=None if temperature is None else float(temperature),
         history=tuple(turns[:-1]),
-        prompt_caching=cached or bool(body.get("cache_control")),
+        prompt_caching=cached or marked or bool(body.get("cache_control")),
         stop_sequences=tuple(stop_sequences),
+        prefix=prefix,
+        schema=schema,
     )
     return request, stream
+
+
+def _prefix_of(first: dict[str, Any]) -> tuple[str, str, bool]:
+    """The first turn's shared prefix (its text blocks but the last), the rest, and whether a
+    block of it asks for caching (the turn is checked already)."""
+    content = first["content"]
+    if isinstance(content, str) or len(content) < 2:
+        return "", "", False
+    texts = [block["text"] for block in content]
+    marked = any(block.get("cache_control") for block in content)
+    return "".join(texts[:-1]), texts[-1], marked
+
+
+def _parse_tools(body: dict[str, Any]) -> AnswerSchema | None:
+    """The schema of the tool `tool_choice` forces, if it forces one (else the simulator
+    answers in prose, as a model that chose no tool)."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools
+    ):
+        raise _InvalidRequest("tools: must be a list of tools, each with a name")
+    name = _forced_tool(body)
+    if name is None:
+        return None
+    for i, tool in enumerate(tools):
+        if tool["name"] == name:
+            try:
+                return AnswerSchema.of(tool.get("input_schema"))
+            except ValueError as exc:
+                raise _InvalidRequest(f"tools.{i}.input_schema: must be {exc}") from None
+    raise _InvalidRequest(f"tool_choice: no tool is named {name!r}")
+
+
+def _forced_tool(body: dict[str, Any]) -> str | None:
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        name = choice.get("name")
+        if isinstance(name, str) and name:
+            return name
+    return None
 
 
 def _parse_message(index: int, raw: Any) -> Message:
@@ -302,17 +356,24 @@ def _usage_json(usage: Usage) -> dict[str, int]:
     }
 
 
-def _message_json(response: BackendResponse, *, started: bool = False) -> dict[str, Any]:
+def _message_json(
+    response: BackendResponse, *, started: bool = False, tool: str | None = None
+) -> dict[str, Any]:
+    """The API's message for `response`; a structured answer as a `tool_use` of `tool`."""
     request_id = response.request_id or "req_sim"
     usage = _usage_json(response.usage)
     if started:  # as in the API's message_start: no content yet, output not counted
         usage["output_tokens"] = 1
+    if response.data is None:
+        block: dict[str, Any] = {"type": "text", "text": response.text}
+    else:
+        block = {**_tool_block(response, tool), "input": response.data}
     return {
         "id": "msg_" + request_id.removeprefix("req_"),
         "type": "message",
         "role": "assistant",
         "model": response.model,
-        "content": [] if started else [{"type": "text", "text": response.text}],
+        "content": [] if started else [block],
         "stop_reason": None if started else response.stop_reason,
         "stop_sequence": None if started else response.stop_sequence,
         "usage": usage,
@@ -337,26 +398,40 @@ class _EventStream(httpx2.AsyncByteStream):
         await self._events.aclose()
 
 
-async def _events(call: SimulatedCall) -> AsyncGenerator[bytes, None]:
-    """The SSE body of a streamed call; each delta is sent when the simulation produces it."""
+def _tool_block(response: BackendResponse, tool: str | None) -> dict[str, Any]:
+    request_id = response.request_id or "req_sim"
+    return {
+        "type": "tool_use",
+        "id": "toolu_" + request_id.removeprefix("req_"),
+        "name": tool or TOOL_NAME,
+    }
+
+
+async def _events(call: SimulatedCall, tool: str | None = None) -> AsyncGenerator[bytes, None]:
+    """The SSE body of a streamed call; each delta is sent when the simulation produces it (a
+    structured answer's as `input_json_delta`s of its `tool_use` block)."""
     response = call.response
     yield _sse(
         "message_start", {"type": "message_start", "message": _message_json(response, started=True)}
     )
+    if response.data is None:
+        start: dict[str, Any] = {"type": "text", "text": ""}
+    else:
+        start = {**_tool_block(response, tool), "input": {}}
     yield _sse(
-        "content_block_start",
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        "content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}
     )
     yield _sse("ping", {"type": "ping"})
     async with contextlib.aclosing(call.deltas()) as deltas:
         async for text in deltas:
+            delta = (
+                {"type": "text_delta", "text": text}
+                if response.data is None
+                else {"type": "input_json_delta", "partial_json": text}
+            )
             yield _sse(
                 "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": text},
-                },
+                {"type": "content_block_delta", "index": 0, "delta": delta},
             )
     yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
     yield _sse(

@@ -7,7 +7,11 @@ latency (`asyncio.sleep`), prompt-cache writes/reads, stop sequences, `max_token
 quotas (`limits`: per model class, token buckets for requests, input and output tokens, an
 acceleration limit, a spend limit; every response then carries its `limits`), a simple
 requests-per-minute limit, and faults, either at random (`fault_rate`, seeded, in runs of mean
-length `fault_burst`) or scripted with `inject()` for tests. Its own work is under ~10 µs of CPU
+length `fault_burst`) or scripted with `inject()` for tests. A structured call (`schema`) is
+answered with schema-valid data as a `tool_use` (`sim_structured`), except a share
+`invalid_rate` of them, and those `inject("invalid_output")` names, which break the schema.
+Prompt caching covers the system prompt (with the tool schema) and the shared `prefix`: the first
+call writes what it marks, later ones within the TTL read it. Its own work is under ~10 µs of CPU
 a call whatever the task's length (see `sim_answer`), a few more with quotas, so a benchmark on
 it measures agentnb, not the simulator.
 
@@ -176,9 +180,13 @@ class SimulatedBackend(Backend):
         spend_limit_usd: float | None = None,
         fault_burst: float = 1.0,
         batches: SimBatches | None = None,
+        invalid_rate: float = 0.0,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate!r}")
+        if not 0.0 <= invalid_rate <= 1.0:
+            raise ValueError(f"invalid_rate must be between 0 and 1, got {invalid_rate!r}")
+        self.invalid_rate = invalid_rate
         self.latency_s = latency_s
         self.latency_per_token_s = latency_per_token_s
         self.jitter = jitter
@@ -198,7 +206,7 @@ class SimulatedBackend(Backend):
         )
         self._runs = FaultRuns(fault_burst)
         self._script = FaultScript()
-        self._prompt_cache: dict[tuple[str, str], float] = {}
+        self._prompt_cache: dict[tuple[str, ...], float] = {}
         self.calls = CallLog(log_limit)
         self.call_count = 0
         self.in_flight = 0
@@ -222,6 +230,7 @@ class SimulatedBackend(Backend):
             spend_limit_usd=cfg.sim_spend_limit_usd,
             fault_burst=cfg.sim_fault_burst,
             batches=SimBatches.from_config(cfg),
+            invalid_rate=cfg.sim_invalid_rate,
         )
 
     @property
@@ -321,6 +330,8 @@ class SimulatedBackend(Backend):
         `retry_after` is the server's hint the error carries (kinds with a retryable HTTP
         status only: rate_limit, overloaded, server_error); a `rate_limit` without one carries
         `retry_after_s`. `spend_limit` is the API's spend-limit 429 (no retry-after).
+        `invalid_output` is no error: the call answers, but a structured answer breaks its
+        schema (an answer in prose is unchanged).
 
         Example:
             >>> sim = SimulatedBackend(latency_s=0)
@@ -353,7 +364,7 @@ class SimulatedBackend(Backend):
             self.peak_in_flight = self.in_flight
         quota, ticket = self._quota, None
         try:
-            plan = plan_answer(self.seed, request)
+            plan = plan_answer(self.seed, request, self.invalid_rate)
             delay = self._latency(request, plan)
             if self._rpm is not None:
                 try:
@@ -367,7 +378,10 @@ class SimulatedBackend(Backend):
                 fault = self._script.pick(request.agent) or self._runs.draw(
                     plan.digest, n, self.fault_rate, self.fault_kinds
                 )
-                if fault is not None:
+                if fault is not None and fault[0] == "invalid_output":
+                    if request.schema is not None:
+                        plan = plan_answer(self.seed, request, 1.0)
+                elif fault is not None:
                     record.error = fault[0]
                     await fail(
                         fault,
@@ -393,6 +407,8 @@ class SimulatedBackend(Backend):
             self.kind,
             request_id,
             plan.stop_sequence,
+            None,
+            plan.data,
         )
         return SimulatedCall(self, record, response, delay, ticket)
 
@@ -406,10 +422,8 @@ class SimulatedBackend(Backend):
     ) -> Ticket | None:
         # Cache reads do not count toward ITPM: only uncached input and cache writes do.
         counted = plan.input_tokens
-        if request.prompt_caching and request.system:
-            last = self._prompt_cache.get((request.model, request.system))
-            warm = last is not None and now - last <= PROMPT_CACHE_TTL_S
-            counted = plan.message_tokens + (0 if warm else plan.system_tokens)
+        if request.prompt_caching and (request.system or request.prefix):
+            counted = plan.message_tokens + self._prompt_split(request, plan, now, False)[1]
         try:
             return quota.admit(
                 request.model,
@@ -451,24 +465,63 @@ class SimulatedBackend(Backend):
         return max(0.0, base * (1.0 + self.jitter * (2.0 * plan.jitter_u - 1.0)))
 
     def _usage(self, request: BackendRequest, plan: AnswerPlan, now: float) -> Usage:
-        if not (request.prompt_caching and request.system):
+        if not (request.prompt_caching and (request.system or request.prefix)):
             return _usage(plan.input_tokens, plan.output_tokens)
-        # The first call with a (model, system) writes the cache; later ones within the TTL
-        # read it. Marked when the call starts, so concurrent twins read what the first wrote.
+        if request.prefix or request.schema is not None:
+            read, write = self._prompt_split(request, plan, now, True)
+            return _usage(plan.message_tokens, plan.output_tokens, read, write)
+        # The common case, one mark on the system prompt (as `_warm`, inline: it is every call's
+        # path): the first call with a (model, system) writes it, later ones within the TTL read.
         key = (request.model, request.system)
         cache = self._prompt_cache
         last = cache.pop(key, None)
-        cache[key] = now  # moved to the end: the dict is oldest-first
+        cache[key] = now
         if len(cache) > _PROMPT_CACHE_ENTRIES:
             del cache[next(iter(cache))]
         if last is None or now - last > PROMPT_CACHE_TTL_S:
             return _usage(plan.message_tokens, plan.output_tokens, 0, plan.system_tokens)
         return _usage(plan.message_tokens, plan.output_tokens, plan.system_tokens, 0)
 
+    def _prompt_split(
+        self, request: BackendRequest, plan: AnswerPlan, now: float, mark: bool
+    ) -> tuple[int, int]:
+        """The prompt-cache tokens of a call as `(read, written)`; `mark`: the call is made.
+
+        Each mark caches what precedes it: the system prompt (with the tool schema) under
+        (model, system[, schema]), and with a prefix all of that and the prefix under the same
+        key and the prefix. The longest part cached within the TTL is read, the rest written.
+        """
+        head: tuple[str, ...] = (request.model, request.system)
+        if request.schema is not None:
+            head = (*head, request.schema.digest)
+        parts = [(head, plan.system_tokens)] if request.system else []
+        if request.prefix:
+            parts.append(((*head, request.prefix), plan.system_tokens + plan.prefix_tokens))
+        read = 0
+        for key, tokens in parts:
+            if self._warm(key, now, mark):
+                read = tokens
+        return read, parts[-1][1] - read
+
+    def _warm(self, key: tuple[str, ...], now: float, mark: bool) -> bool:
+        """Whether prompt `key` is cached within the TTL; `mark`: a call writes or reads it now.
+
+        Marked when the call starts, so concurrent twins read what the first wrote.
+        """
+        cache = self._prompt_cache
+        if mark:
+            last = cache.pop(key, None)
+            cache[key] = now  # moved to the end: the dict is oldest-first
+            if len(cache) > _PROMPT_CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+        else:
+            last = cache.get(key)
+        return last is not None and now - last <= PROMPT_CACHE_TTL_S
+
 
 def _input_total(request: BackendRequest, plan: AnswerPlan) -> int:
     """All the input tokens a call reports (input + cache read + cache write), as `_usage`
     splits them."""
-    if request.prompt_caching and request.system:
-        return plan.message_tokens + plan.system_tokens
+    if request.prompt_caching and (request.system or request.prefix):
+        return plan.message_tokens + plan.system_tokens + plan.prefix_tokens
     return plan.input_tokens

@@ -3,8 +3,10 @@
 A key is the full SHA-256 hex digest of the canonical JSON (`orjson`, sorted keys, no
 whitespace, UTF-8) of a document with two parts: `agent` (backend identity, agent name, a hash
 of the agent's prompt, model, system prompt) and `request` (messages, max_tokens, temperature,
-stop sequences), plus the layout version `v`. Change any of them and the key changes, so an
-edited agent file, another model or a simulated answer never answers a different request.
+stop sequences; and, only when set, so other keys are unchanged: the shared `prefix` of the
+first user turn, the `schema` digest of a structured answer, the `sample` index), plus the
+layout version `v`. Change any of them and the key changes, so an edited agent file, another
+model or a simulated answer never answers a different request.
 Options that do not change the answer (timeout, attempts, cache policy) are not in it.
 
 The `agent` part comes first in the canonical spelling, so the hash state after it is kept per
@@ -59,9 +61,12 @@ def key_document(
     max_tokens: int,
     temperature: float | None,
     stop_sequences: Sequence[str] = (),
+    prefix: str = "",
+    schema: str | None = None,
+    sample: int = 0,
 ) -> dict[str, Any]:
     """The document a key hashes (its canonical JSON is what `make_key` digests)."""
-    return {
+    document: dict[str, Any] = {
         "agent": {
             "backend": backend,
             "model": model,
@@ -77,6 +82,8 @@ def key_document(
         },
         "v": KEY_VERSION,
     }
+    document["request"].update(_extras(prefix, schema, sample))
+    return document
 
 
 def make_key(
@@ -90,31 +97,45 @@ def make_key(
     max_tokens: int,
     temperature: float | None,
     stop_sequences: Sequence[str] = (),
+    prefix: str = "",
+    schema: str | None = None,
+    sample: int = 0,
 ) -> str:
     """The cache key of one request: full SHA-256 hex of `canonical_json(key_document(...))`.
 
     `temperature` 1 and 1.0 give the same key (it is normalised to a float). Values must be
-    checked before (`CallOptions` does): NaN and lone surrogates are refused here.
+    checked before (`CallOptions` does): NaN and lone surrogates are refused here. `schema` is
+    the `AnswerSchema.digest` of a structured answer (the SHA-256 of its canonical JSON).
     """
     if temperature is not None:
         temperature = float(temperature)
         if not math.isfinite(temperature):
             raise ValueError(f"temperature must be a finite number, got {temperature!r}")
     h = _agent_state(backend, model, agent, prompt_hash, system).copy()
-    h.update(
-        orjson.dumps(
-            {
-                "max_tokens": int(max_tokens),
-                "messages": messages,
-                "stop_sequences": list(stop_sequences),
-                "temperature": temperature,
-            },
-            option=_SORTED,
-        )
-    )
+    request: dict[str, Any] = {
+        "max_tokens": int(max_tokens),
+        "messages": messages,
+        "stop_sequences": list(stop_sequences),
+        "temperature": temperature,
+    }
+    if prefix or schema is not None or sample:
+        request.update(_extras(prefix, schema, sample))
+    h.update(orjson.dumps(request, option=_SORTED))
     h.update(_TAIL)
     digest: str = h.hexdigest()
     return digest
+
+
+def _extras(prefix: str, schema: str | None, sample: int) -> dict[str, Any]:
+    """The request's parts that are in its key only when set (older keys stay as they were)."""
+    extras: dict[str, Any] = {}
+    if prefix:
+        extras["prefix"] = prefix
+    if schema is not None:
+        extras["schema"] = schema
+    if sample:
+        extras["sample"] = int(sample)
+    return extras
 
 
 _TAIL = b',"v":%d}' % KEY_VERSION
@@ -148,9 +169,17 @@ def no_nan(obj: Any) -> None:
     if type(obj) is float:
         if not math.isfinite(obj):
             raise ValueError(f"{obj!r} has no JSON spelling")
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            no_nan(v)
+        return
+    if isinstance(obj, dict):
+        values: Any = obj.values()
     elif isinstance(obj, (list, tuple)):
-        for v in obj:
+        values = obj
+    else:
+        return
+    for v in values:
+        if type(v) not in _LEAVES:  # most values: no call to look at them (every answer cached)
             no_nan(v)
+
+
+#: Types `no_nan` has nothing to look into (exact types: any other, a subclass too, is looked at).
+_LEAVES = frozenset((str, int, bool, type(None)))

@@ -1,9 +1,15 @@
-"""What the response cache stores for an answer: a `BackendResponse` as plain JSON values."""
+"""What the response cache stores for an answer: a `BackendResponse` as plain JSON values.
+
+A structured answer's `data` is not stored beside its text, which is its JSON: the payload says
+`structured` and the fields are parsed from the text when read (so each reader gets its own).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from ..backends import BackendResponse, Usage
 
@@ -13,7 +19,7 @@ __all__ = ["from_payload", "to_payload"]
 def to_payload(resp: BackendResponse) -> dict[str, Any]:
     """The cache payload of a response."""
     u = resp.usage
-    return {
+    payload: dict[str, Any] = {
         "text": resp.text,
         "model": resp.model,
         "stop_reason": resp.stop_reason,
@@ -27,6 +33,9 @@ def to_payload(resp: BackendResponse) -> dict[str, Any]:
         "request_id": resp.request_id,
         "stop_sequence": resp.stop_sequence,
     }
+    if resp.data is not None:
+        payload["structured"] = True
+    return payload
 
 
 def from_payload(payload: Mapping[str, Any]) -> BackendResponse:
@@ -45,4 +54,6 @@ def from_payload(payload: Mapping[str, Any]) -> BackendResponse:
         payload.get("backend") or "",
         payload.get("request_id"),
         payload.get("stop_sequence"),
+        None,
+        orjson.loads(payload["text"]) if payload.get("structured") else None,
     )

@@ -3,7 +3,8 @@
 Done once per call (and once per workflow step), before anything runs, so a bad agent name, task
 or option is an error with nothing started. Options resolve in layers: the call's (a workflow
 step's already merged with its `defaults:`) > the agent file's > `Config`. The call's `system`
-text is appended to the agent's system prompt. The cache key is computed on first use and kept.
+text is appended to the agent's system prompt; its `prefix`, `schema` and `sample` go into the
+request as they are. The cache key is computed on first use and kept.
 
 Example:
     >>> from agentnb.agents import AgentRegistry
@@ -72,6 +73,7 @@ class PreparedCall:
         key = self._key
         if key is None:
             r = self.request
+            schema = r.schema
             key = self._key = make_key(
                 backend=self._identity(),
                 agent=self.spec.name,
@@ -82,11 +84,28 @@ class PreparedCall:
                 max_tokens=r.max_tokens,
                 temperature=r.temperature,
                 stop_sequences=r.stop_sequences,
+                prefix=r.prefix,
+                schema=None if schema is None else schema.digest,
+                sample=r.sample,
             )
         return key
 
     #: What a workflow step records to tell whether an earlier answer still holds.
     fingerprint = key
+
+    def with_request(self, request: BackendRequest) -> PreparedCall:
+        """The same call sending `request` instead (a follow-up turn, e.g. a structured answer's
+        repair): same agent, options, policy and tags; its own key."""
+        return PreparedCall(
+            self.spec,
+            request,
+            self.options,
+            use_cache=self.use_cache,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            tags=self.tags,
+            identity=self._identity,
+        )
 
     def __repr__(self) -> str:
         return f"<PreparedCall {self.spec.name} {self.request.model} {self.options!r}>"
@@ -139,6 +158,9 @@ class Preparer:
             temperature=temperature if temperature is not None else cfg.temperature,
             prompt_caching=cfg.prompt_caching and spec.cache is not False,
             stop_sequences=o.stop_sequences or (),
+            prefix=o.prefix or "",
+            schema=o.schema,
+            sample=o.sample or 0,
         )
         return PreparedCall(
             spec,

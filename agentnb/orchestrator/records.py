@@ -108,6 +108,7 @@ class Recorder:
             backend,
             response.request_id,
             datetime.fromtimestamp(state.started, UTC),
+            response.data,
         )
 
     def failed(

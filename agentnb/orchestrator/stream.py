@@ -14,6 +14,7 @@ from ..backends import BackendResponse
 from ..errors import AgentnbError
 from ..result import AgentResult
 from .records import CallState
+from .structured import validated
 
 if TYPE_CHECKING:
     from .budget import Budget
@@ -79,7 +80,8 @@ async def stream_chunks(
     A stream shares the cache and its single-flight with every other call: an identical
     call in flight, or a cached answer, arrives as one chunk. A failed attempt that already
     showed text is not retried (a retry would show it again). On a cache miss the call holds
-    its worst case in `budget` while it runs, as a plain call does.
+    its worst case in `budget` while it runs, as a plain call does. A structured answer
+    (`schema=`) is validated before it is shown, so it arrives whole, as one chunk.
     """
     state = CallState()
     limit = orch.admission
@@ -101,6 +103,8 @@ async def stream_chunks(
         return final
 
     async def attempts() -> BackendResponse:
+        if p.request.schema is not None:
+            return await validated(p, lambda q: orch.budgeted(q, limit, state, budget))
         return await orch.budgeted(p, limit, state, budget, one_stream, lambda: sent)
 
     async def produce() -> tuple[BackendResponse, bool]:
