@@ -8,6 +8,7 @@ anything else is a bug and keeps its traceback.
     python -m agentnb agents
     python -m agentnb run examples/workflows/code_review.yaml --var src=@mycode.py
     python -m agentnb run examples/workflows/code_review.yaml --estimate   # or --budget 0.50
+    python -m agentnb run examples/workflows/code_review.yaml --batch      # waves as batches
     python -m agentnb bench --quick
     python -m agentnb simulate --port 8765          # the simulator as an HTTP server
 """
@@ -25,6 +26,7 @@ from typing import Any
 from .config import Config
 from .errors import AgentnbError
 from .options import add_arguments, check_text, from_namespace, shown
+from .orchestrator.batchsend import add_batch_arguments
 from .orchestrator.budget import add_budget_arguments, check_budget
 
 __all__ = ["main"]
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("task", nargs="+", help="the task (words are joined; '-' reads stdin)")
     add_arguments(a.add_argument)  # the call options' flags, generated from CallOptions
     add_budget_arguments(a.add_argument)  # --estimate, --budget USD
+    add_batch_arguments(a.add_argument)
     a.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     a.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -81,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="validate and show the order; run nothing"
     )
     add_budget_arguments(r.add_argument)  # --estimate, --budget USD
+    add_batch_arguments(r.add_argument, workflow=True)
     r.add_argument("--json", action="store_true", help="print the run as JSON")
 
     b = sub.add_parser("bench", help="print the benchmark figures as Markdown tables")
@@ -175,13 +179,26 @@ def _dispatch(args: argparse.Namespace) -> int:
                 ) from None
         options = from_namespace(args, source="agent")
         budget = check_budget(args.budget, source="agent", name="--budget")
+        if args.batch and args.stream:
+            raise AgentnbError(
+                "agent --batch: a Message Batch is answered as a whole, not streamed"
+            )
         with AgentOrchestrator(_config(args)) as orch:
-            if args.estimate:
-                from .orchestrator import AgentCall
+            from .orchestrator import AgentCall
+            from .result import AgentResult
 
-                _print_estimate(orch.estimate([AgentCall(args.name, task, options)]), args.json)
+            call = AgentCall(args.name, task, options)
+            if args.estimate:
+                _print_estimate(orch.estimate([call], batch=args.batch), args.json)
                 return 0
-            if args.stream:
+            result: AgentResult | None
+            if args.batch:
+                (answer,) = orch.execute_multiple([call], batch=True, max_cost_usd=budget)
+                assert isinstance(answer, AgentResult)  # without return_exceptions: raised
+                result = answer
+                if not args.json:
+                    print(result.text)
+            elif args.stream:
                 # With --json, stdout carries only the JSON; the live text goes to stderr.
                 live = sys.stderr if args.json else sys.stdout
                 stream = orch.stream_agent(args.name, task, options, max_cost_usd=budget)
@@ -267,6 +284,7 @@ def _run_workflow(args: argparse.Namespace) -> int:
                 variables=variables,
                 max_concurrency=args.max_concurrency,
                 use_cache=args.use_cache is not False,
+                batch=args.batch,
             )
             _print_estimate(estimate, args.json)
             return 0
@@ -276,6 +294,7 @@ def _run_workflow(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
             use_cache=args.use_cache is not False,
             max_cost_usd=budget,
+            batch=args.batch,
         )
     if args.json:
         print(run.to_json())

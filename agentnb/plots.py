@@ -3,7 +3,9 @@
 - `plot_timeline`: a workflow run as a Gantt chart;
 - `plot_speedup`: a `SpeedupReport.table` as bars with the ideal marked;
 - `plot_latency`, `plot_cost`: the call metrics (`orch.metrics()` or a `PerformanceTracker`)
-  per agent, model or workflow.
+  per agent, model or workflow;
+- `plot_tradeoff`: a `GridResult.summary()` as one point per agent and model (cost against
+  latency, score against cost...).
 
 matplotlib is imported only when a plot is drawn, so importing agentnb stays fast.
 
@@ -23,7 +25,14 @@ if TYPE_CHECKING:
 
     from .metrics import PerformanceTracker
 
-__all__ = ["STATUS_COLOURS", "plot_cost", "plot_latency", "plot_speedup", "plot_timeline"]
+__all__ = [
+    "STATUS_COLOURS",
+    "plot_cost",
+    "plot_latency",
+    "plot_speedup",
+    "plot_timeline",
+    "plot_tradeoff",
+]
 
 #: Bar colour of each step status.
 STATUS_COLOURS: dict[str, str] = {
@@ -52,9 +61,10 @@ def plot_timeline(run_or_frame: _RunLike | pd.DataFrame, ax: Axes | None = None)
 
     Bars are coloured by status; cached steps are hatched and labelled "cached"; skipped steps
     and steps the budget did not start are labelled where they stopped. Step ids label the y
-    axis, first step at the top; the x axis is seconds since the run started. Accepts a
+    axis, first step at the top; the x axis is seconds since the run started. A run in waves
+    (`run_workflow(batch=True)`) has each wave's span shaded and labelled. Accepts a
     `WorkflowRun` or its `.metrics` DataFrame (columns `step`, `status`, `start_s`, `end_s`,
-    `cached`).
+    `cached`; `wave` when it has one).
 
     Example:
         >>> ax = plot_timeline(run.metrics)   # doctest: +SKIP
@@ -97,6 +107,7 @@ def plot_timeline(run_or_frame: _RunLike | pd.DataFrame, ax: Axes | None = None)
         label = "cached" if cached else (status if status in ("skipped", "budget") else "")
         if label:
             ax.text(start + width, pos, f" {label}", va="center", fontsize=8, color="#333333")
+    _shade_waves(frame, ax)
     ax.set_yticks(y)
     ax.set_yticklabels(steps)
     ax.set_ylim(len(steps) - 0.5, -0.5)  # first step at the top
@@ -110,6 +121,26 @@ def plot_timeline(run_or_frame: _RunLike | pd.DataFrame, ax: Axes | None = None)
     )
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def _shade_waves(frame: pd.DataFrame, ax: Axes) -> None:
+    """Shade and label each wave's span, from its first step's start to its last one's end."""
+    if "wave" not in frame:
+        return
+    timed = frame[["wave", "start_s", "end_s"]].astype("float64").dropna()  # NA: not in one
+    for i, (wave, spans) in enumerate(timed.groupby("wave")):
+        lo, hi = float(spans["start_s"].min()), float(spans["end_s"].max())
+        ax.axvspan(lo, hi, color="#4c72b0" if i % 2 else "#dd8452", alpha=0.08, zorder=0)
+        ax.text(
+            (lo + hi) / 2,
+            0.01,
+            f"wave {int(wave)}",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="#333333",
+        )
 
 
 def _num(value: Any) -> float:
@@ -311,4 +342,44 @@ def plot_cost(
     if names:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+_AXIS_LABELS = {
+    "p50_latency_ms": "p50 latency (ms)",
+    "p95_latency_ms": "p95 latency (ms)",
+    "cost_per_call_usd": "USD per call",
+    "mean_score": "mean score",
+    "mean_output_tokens": "mean output tokens",
+    "failure_rate": "failure rate",
+}
+
+
+def plot_tradeoff(summary: pd.DataFrame, x: str, y: str, ax: Axes | None = None) -> Axes:
+    """One point per row of a `GridResult.summary()`: `y` against `x`, coloured by model and
+    labelled with the agent (when there are several), so the trade-off shows at a glance.
+
+    Rows where `x` or `y` is missing (every call failed) are left out.
+
+    Example:
+        >>> plot_tradeoff(g.summary(), "p50_latency_ms", "cost_per_call_usd")  # doctest: +SKIP
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 4))
+    several = summary["agent"].nunique() > 1
+    for n, (model, group) in enumerate(summary.groupby("model", sort=False)):
+        points = group[group[x].notna() & group[y].notna()]
+        ax.scatter(points[x], points[y], s=60, color=f"C{n % 10}", label=str(model), zorder=3)
+        if several:
+            for px, py, agent in zip(points[x], points[y], points["agent"], strict=True):
+                ax.annotate(str(agent), (px, py), xytext=(4, 4), textcoords="offset points",
+                            fontsize=8)  # fmt: skip
+    ax.set_xlabel(_AXIS_LABELS.get(x, x))
+    ax.set_ylabel(_AXIS_LABELS.get(y, y))
+    ax.set_title(f"{_AXIS_LABELS.get(y, y)} against {_AXIS_LABELS.get(x, x)}, per model")
+    if len(summary):
+        ax.legend(fontsize=8, title="model", title_fontsize=8)
+    ax.grid(alpha=0.3)
     return ax

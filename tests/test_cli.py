@@ -190,3 +190,30 @@ def test_a_bad_budget_is_one_line_naming_the_flag(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and out == ""
     assert lines[0].startswith("agentnb: error: agent --budget: must be a finite amount")
+
+
+def test_batch_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTNB_SIM_BATCH_LATENCY_S", "0.01")
+    monkeypatch.setenv("AGENTNB_BATCH_POLL_S", "0.002")
+    monkeypatch.setenv("AGENTNB_BATCH_POLL_MAX_S", "0.01")
+    assert main(["agent", "--batch", "--json", "writer", "Write", "a", "haiku"]) == 0
+    assert json.loads(capsys.readouterr().out)["agent"] == "writer"
+    assert main(["agent", "--batch", "--stream", "writer", "hi"]) == 2
+    assert "not streamed" in capsys.readouterr().err
+    wf = tmp_path / "waves.yaml"
+    wf.write_text(
+        "name: w\nsteps:\n"
+        "  - {id: a, agent: writer, task: 'first'}\n"
+        "  - {id: b, agent: writer, task: 'then {{a}}'}\n"
+    )
+    assert main(["run", str(wf), "--batch", "--estimate", "--json"]) == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert main(["run", str(wf), "--estimate", "--json"]) == 0
+    online = json.loads(capsys.readouterr().out)
+    assert batch["cost_high_usd"] == pytest.approx(online["cost_high_usd"] / 2)
+    assert batch["cost_high_usd"] > 0
+    assert main(["run", str(wf), "--batch", "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert [s["wave"] for s in steps.values()] == [1, 2]

@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends import BackendRequest
 from ..backends.batch import (
@@ -48,7 +48,17 @@ if TYPE_CHECKING:
     from .core import AsyncAgentOrchestrator
     from .prepare import PreparedCall
 
-__all__ = ["Part", "check_wait", "cut", "json_size", "notes", "plan", "send", "totals"]
+__all__ = [
+    "Part",
+    "add_batch_arguments",
+    "check_wait",
+    "cut",
+    "json_size",
+    "notes",
+    "plan",
+    "send",
+    "totals",
+]
 
 logger = logging.getLogger("agentnb.batch")
 
@@ -275,3 +285,20 @@ def check_wait(batch: bool, wait: bool) -> None:
             option="wait",
             source="execute_multiple",
         )
+
+
+def add_batch_arguments(add: Callable[..., Any], *, workflow: bool = False) -> None:
+    """Declare `--batch` through `add` (the magics and the CLI alike). It is the job's way of
+    sending, like its budget, not a call option: it changes neither a request nor its cache
+    key, so it is not in `CallOptions`."""
+    what = (
+        "run in waves, each wave of ready steps one Message Batch"
+        if workflow
+        else "send it as a Message Batch"
+    )
+    add(
+        "--batch",
+        action="store_true",
+        help=f"{what}: half the price, answered within minutes to hours (with --estimate: "
+        "the cost at the batch price)",
+    )

@@ -1,7 +1,8 @@
 """Workflows: YAML DAGs of agent steps, checked before they run and scheduled progressively.
 
 `Workflow` (`model.py`) is the checked, immutable DAG; `execute_workflow` (`scheduler.py`) runs
-it through any step executor (the orchestrator passes one that calls the model); the result is a
+it through any step executor (the orchestrator passes one that calls the model), or
+`execute_waves` (`waves.py`) a wave of ready steps at a time, as Message Batches; the result is a
 `WorkflowRun` (`run.py`). `{{name}}` placeholders are described in `template.py`.
 
 Example:
@@ -17,6 +18,7 @@ from .model import OnError, Step, Workflow
 from .run import RunStatus, StepResult, StepStatus, WorkflowRun
 from .scheduler import StepExecutor, StepFingerprint, execute_workflow
 from .watch import iter_workflow
+from .waves import WaveJob, execute_waves
 
 __all__ = [
     "OnError",
@@ -27,8 +29,10 @@ __all__ = [
     "StepFingerprint",
     "StepResult",
     "StepStatus",
+    "WaveJob",
     "Workflow",
     "WorkflowRun",
+    "execute_waves",
     "execute_workflow",
     "iter_workflow",
 ]

@@ -18,7 +18,8 @@ __all__ = ["StepEvent"]
 class StepEvent:
     """A step changing state: `at` is seconds since the run started.
 
-    `result` comes with `succeeded`/`cached`, `error` with `failed`, `reason` with `skipped`.
+    `result` comes with `succeeded`/`cached`, `error` with `failed`, `reason` with `skipped`;
+    `wave` is the step's wave in a run in waves (`run_workflow(batch=True)`), else None.
     """
 
     step_id: str
@@ -27,3 +28,4 @@ class StepEvent:
     result: AgentResult | None = None
     error: BaseException | None = None
     reason: str | None = None
+    wave: int | None = None

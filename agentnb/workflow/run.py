@@ -48,7 +48,9 @@ class StepResult:
     was cached; `error` when it failed; `reason` when it was skipped. `reused` marks a result
     taken from the run passed as `resume=`. `attempts` counts calls made in this run.
     `fingerprint` is what the scheduler's `fingerprint=` named for the step (the orchestrator's
-    cache key), or None; `resume=` reuses a result only while it still matches.
+    cache key), or None; `resume=` reuses a result only while it still matches. `wave`: in a run
+    in waves (`run_workflow(batch=True)`), the wave the step was ready in (1, 2, ...; its
+    `started_s`/`ended_s` are when that wave was sent and when its results came); else None.
     """
 
     step_id: str
@@ -65,6 +67,7 @@ class StepResult:
     attempts: int = 0
     reused: bool = False
     fingerprint: str | None = None
+    wave: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,6 +117,7 @@ class StepResult:
             "attempts": self.attempts,
             "reused": self.reused,
             "fingerprint": self.fingerprint,
+            "wave": self.wave,
             "result": self.result.to_dict() if self.result is not None else None,
         }
 
@@ -137,6 +141,7 @@ class StepResult:
             attempts=int(data.get("attempts", 0)),
             reused=bool(data.get("reused", False)),
             fingerprint=data.get("fingerprint"),
+            wave=data.get("wave"),
         )
 
 
@@ -242,7 +247,7 @@ class WorkflowRun:
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """One row per step: status, agent, model, timings, attempts, tokens, cost, error."""
+        """One row per step: status, agent, model, timings, attempts, tokens, cost, error, wave."""
         import pandas as pd
 
         rows = []
@@ -271,9 +276,10 @@ class WorkflowRun:
                     else (0.0 if r is not None else math.nan),
                     "backend": r.backend if r is not None else "",
                     "detail": s.detail,
+                    "wave": s.wave,
                 }
             )
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows).astype({"wave": "Int64"})
 
     def timeline(self, ax: Axes | None = None) -> Axes:
         """A Gantt chart of the run (see `agentnb.plots.plot_timeline`)."""

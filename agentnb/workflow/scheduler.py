@@ -125,6 +125,13 @@ async def execute_workflow(
         fingerprint,
         prepare,
     )
+    return await drive(scheduler, on_interrupt)
+
+
+async def drive(
+    scheduler: _Scheduler, on_interrupt: Callable[[WorkflowRun], None] | None
+) -> WorkflowRun:
+    """Run `scheduler`; when cancelled, give `on_interrupt` the partial run first."""
     try:
         return await scheduler.run()
     except asyncio.CancelledError:
@@ -180,6 +187,7 @@ class _Scheduler:
         self.started: dict[str, tuple[float, datetime]] = {}
         self.stopping = False
         self.refused: BudgetExceededError | None = None  # the budget stopped the run
+        self.wave: int | None = None  # in waves (`waves.py`): the wave being gathered or sent
         self.group: asyncio.TaskGroup | None = None
         self.t0 = time.perf_counter()
         self.started_at = datetime.now(UTC)
@@ -406,6 +414,7 @@ class _Scheduler:
             attempts=attempts,
             reused=reused,
             fingerprint=fingerprint,
+            wave=self.wave,
         )
         self._emit(step.id, status, result=result, error=error, reason=reason)
 
@@ -421,7 +430,7 @@ class _Scheduler:
         if self.progress is None:
             return
         try:
-            self.progress(StepEvent(step_id, status, self._now(), result, error, reason))
+            self.progress(StepEvent(step_id, status, self._now(), result, error, reason, self.wave))
         except Exception:
             # A broken progress display must not break the run it displays.
             log.exception("workflow progress callback failed on %s %s", step_id, status)
