@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _accessor
 from .agents import AgentRegistry, AgentSpec, list_agents
 from .backends import (
     AnthropicBackend,
@@ -41,6 +42,8 @@ from .errors import (
     WorkflowError,
     WorkflowValidationError,
 )
+from .frames import amap, map
+from .grids import GridResult, grid
 from .metrics import PerformanceTracker, PriceTable, prices
 from .orchestrator import (
     AgentCall,
@@ -53,6 +56,8 @@ from .result import AgentResult
 from .workflow import Step, StepEvent, StepResult, Workflow, WorkflowRun
 
 __version__ = "0.1.0"
+
+_accessor.install()  # `df.agentnb`, once pandas is imported (agentnb does not import it)
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -89,6 +94,7 @@ __all__ = [
     "CacheError",
     "Config",
     "ConfigError",
+    "GridResult",
     "InvalidAgentNameError",
     "PerformanceTracker",
     "PriceTable",
@@ -106,10 +112,13 @@ __all__ = [
     "WorkflowRun",
     "WorkflowValidationError",
     "__version__",
+    "amap",
     "compare_speedup",
     "default_orchestrator",
+    "grid",
     "list_agents",
     "load_ipython_extension",
+    "map",
     "prices",
     "unload_ipython_extension",
 ]

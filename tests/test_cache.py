@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import gc
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -638,6 +639,26 @@ async def test_a_signed_row_that_does_not_parse_is_dropped(
         assert await fresh.get(key(1)) is None
         assert fresh.stats()["integrity_failures"] == 1
         await cache.store.set(key(1), agent="w", value=b"{}", expires_at=None)  # type: ignore[union-attr]
+
+
+@given(
+    secret=st.binary(min_size=1, max_size=200),  # past SHA-256's 64-byte block: hashed first
+    key=st.text(max_size=80),
+    agent=st.text(max_size=20),
+    expires_at=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    value=st.binary(max_size=300),
+)
+def test_the_signer_is_hmac_sha256_of_the_entry(
+    secret: bytes, key: str, agent: str, expires_at: float | None, value: bytes
+) -> None:
+    """The MAC (made from precomputed pads) is what `hmac` gives for the documented message."""
+    agent_bytes = agent.encode("utf-8", "surrogatepass")
+    expiry = b"" if expires_at is None else repr(float(expires_at)).encode("ascii")
+    message = b"\0".join((key.encode("ascii", "replace"), agent_bytes, expiry, value))
+    expected = hmac.new(secret, b"agentnb:v1\0" + message, hashlib.sha256).digest()
+    signer = Signer(secret)
+    assert signer.sign(key, value, agent, expires_at) == expected
+    assert signer.verify(key, value, expected, agent, expires_at)
 
 
 async def test_entries_written_with_another_secret_are_not_served(make_cache: CacheFactory) -> None:

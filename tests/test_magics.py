@@ -832,3 +832,68 @@ def test_agentnb_quota_shows_the_quotas_met(
     assert list(history["why"])[:1] == ["start"]
     with pytest.raises(UsageError, match="expected history"):
         run(ip, "%agentnb quota everything")
+
+
+# -- Message Batches -----------------------------------------------------------------------------
+def fast_batches(ip: InteractiveShell) -> None:
+    """Batches that end in milliseconds, polled as often."""
+    run(ip, "%config AgentNB.sim_batch_latency_s = 0.01")
+    run(ip, "%config AgentNB.batch_poll_s = 0.002")
+    run(ip, "%config AgentNB.batch_poll_max_s = 0.01")
+
+
+def test_agent_and_workflow_batch_flags(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fast_batches(ip)
+    result = run(ip, "%agent --batch -o r writer Write a haiku about caches")
+    assert isinstance(result, agentnb.AgentResult) and ip.user_ns["r"] is result
+    assert sim_tasks() == [] and orch().metrics()["batch_id"].notna().all()
+    online = run(ip, "%agent --estimate writer Write a haiku about caches")
+    half = run(ip, "%agent --estimate --batch writer Write a haiku about caches")
+    assert half.cost_high_usd == pytest.approx(online.cost_high_usd / 2)
+    capsys.readouterr()
+    refused = run_cell(ip, "%agent --batch --stream writer hi")
+    assert isinstance(refused.error_in_exec, UsageError)
+    assert "not streamed" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="not with --over or --models"):
+        run(ip, "%agent --batch --models haiku,sonnet writer hi")
+    ip.user_ns["topic"] = "caches"
+    wf = run(ip, "%%workflow --batch -o review\n" + FAN_OUT)
+    assert wf.status == "succeeded" and sim_tasks() == []
+    assert {k: s.wave for k, s in wf.steps.items()} == {"a": 1, "b": 1, "c": 1, "d": 2}
+    guess = run(ip, "%%workflow --batch --estimate\n" + FAN_OUT)
+    assert guess.cost_high_usd == pytest.approx(
+        run(ip, "%%workflow --estimate\n" + FAN_OUT).cost_high_usd / 2
+    )
+
+
+def test_agentnb_batches_lists_collects_and_cancels(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fast_batches(ip)
+    assert run(ip, "%agentnb batches") is None
+    assert "no Message Batch sent yet" in capsys.readouterr().out
+    run(ip, "%agent --batch writer Write a haiku about caches")
+    table = run(ip, "%agentnb batches -o known")
+    assert ip.user_ns["known"] is table
+    (batch_id,) = table["batch_id"]
+    assert list(table["state"]) == ["collected"]
+    again = run(ip, f"%agentnb batches collect {batch_id}")
+    assert again.already and again.cached == 1
+    assert run(ip, f"%agentnb batches cancel {batch_id}") is None
+    assert f"message batch {batch_id} ended" in capsys.readouterr().out
+    for line, error in (
+        ("%agentnb batches collect", "needs the batch's id"),
+        ("%agentnb batches frobnicate", "expected collect ID, cancel ID or nothing"),
+        ("%agentnb cache clear msgbatch_x", "does not take ID"),
+    ):
+        with pytest.raises(UsageError, match=error):
+            run(ip, line)
+    capsys.readouterr()
+    unknown = run_cell(ip, "%agentnb batches cancel msgbatch_nope")
+    assert type(unknown.error_in_exec).__name__ == "NotFoundError"
+    out, err = capsys.readouterr()
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("NotFoundError: ")
+    assert "msgbatch_nope" in lines[0]

@@ -40,6 +40,11 @@ EXPECTED = {
     "prices",
     "compare_speedup",
     "SpeedupReport",
+    # agents over data
+    "map",
+    "amap",
+    "grid",
+    "GridResult",
     # errors
     "AgentnbError",
     "ConfigError",
@@ -88,6 +93,8 @@ def test_submodules_declare_all() -> None:
         "backends",
         "cache",
         "workflow",
+        "frames",
+        "grids",
     ):
         mod = importlib.import_module(f"agentnb.{module}")
         assert isinstance(getattr(mod, "__all__", None), list), module

@@ -136,6 +136,7 @@ class ResponseCache:
         self.clock = clock
         self._ttl_s = config.cache_ttl_s
         self._exclude = list(config.cache_exclude)
+        self._excluded: dict[str, bool] = {}  # agent name -> matched by `_exclude`
         self._memory: MemoryTier | None = None
         self._store: PersistentTier | None = None
         self._inflight: dict[str, asyncio.Future[Payload]] = {}
@@ -188,7 +189,16 @@ class ResponseCache:
         """
         if agent_cache_flag is False:
             return True
-        return any(fnmatch.fnmatchcase(agent, pattern) for pattern in self._exclude)
+        if not self._exclude:
+            return False
+        # Asked for every call (three times for a Message Batch's): each name matched once.
+        excluded = self._excluded.get(agent)
+        if excluded is None:
+            if len(self._excluded) >= 1024:
+                self._excluded.clear()
+            excluded = any(fnmatch.fnmatchcase(agent, pattern) for pattern in self._exclude)
+            self._excluded[agent] = excluded
+        return excluded
 
     def memory_lookup(self, key: str, *, copy: bool = False) -> Payload | None:
         """The payload under `key` if the memory tier holds it (counted as a hit), else None.

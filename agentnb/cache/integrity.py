@@ -29,6 +29,9 @@ logger = logging.getLogger("agentnb.cache")
 SECRET_ENV = "AGENTNB_CACHE_SECRET"
 _DOMAIN = b"agentnb:v1\x00"
 MAC_SIZE = hashlib.sha256().digest_size
+_BLOCK = hashlib.sha256().block_size
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # the key's bytes XOR the HMAC pads, by `translate`
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 def key_file_path(env: Mapping[str, str] | None = None) -> Path:
@@ -95,12 +98,20 @@ class Signer:
         True
     """
 
-    __slots__ = ("_base",)
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise CacheError("the cache secret must not be empty")
-        self._base = hmac.new(secret, _DOMAIN, hashlib.sha256)
+        # HMAC-SHA256 (RFC 2104, as `hmac.new(secret, ..., hashlib.sha256)` computes it) with
+        # its two keyed hash states made once, the inner one past the domain prefix: a MAC
+        # then copies them. Every cached answer and ledger row is signed, and the copy of an
+        # `hmac.HMAC` (a Python object around the C one) took a quarter of the time.
+        if len(secret) > _BLOCK:
+            secret = hashlib.sha256(secret).digest()
+        secret = secret.ljust(_BLOCK, b"\x00")
+        self._inner = hashlib.sha256(secret.translate(_IPAD) + _DOMAIN)
+        self._outer = hashlib.sha256(secret.translate(_OPAD))
 
     def sign(
         self, key: str, value: bytes, agent: str = "", expires_at: float | None = None
@@ -110,15 +121,19 @@ class Signer:
         The agent and the expiry are signed too, so an entry's life cannot be stretched nor its
         agent renamed (hiding it from `invalidate(agent=...)`) by editing the database.
         """
-        h = self._base.copy()
-        h.update(key.encode("ascii", "replace"))
-        h.update(b"\x00")
-        h.update(agent.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-        h.update(b"" if expires_at is None else repr(float(expires_at)).encode("ascii"))
-        h.update(b"\x00")
-        h.update(value)
-        return h.digest()
+        inner = self._inner.copy()
+        inner.update(
+            b"%s\x00%s\x00%s\x00"
+            % (
+                key.encode("ascii", "replace"),
+                agent.encode("utf-8", "surrogatepass"),
+                b"" if expires_at is None else repr(float(expires_at)).encode("ascii"),
+            )
+        )
+        inner.update(value)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def verify(
         self,

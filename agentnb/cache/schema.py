@@ -21,6 +21,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "SELECT",
+    "SELECT_MANY",
     "TOTALS",
     "TOUCH",
     "UPSERT",
@@ -61,6 +62,8 @@ END;
 """
 
 SELECT = "SELECT value, mac, agent, expires_at FROM entries WHERE key = ?"
+#: `SELECT` of several keys: `marks` is one `?` per key, comma-separated.
+SELECT_MANY = "SELECT key, value, mac, agent, expires_at FROM entries WHERE key IN ({marks})"
 UPSERT = (
     "INSERT INTO entries (key, agent, value, mac, size, created_at, accessed_at, expires_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET agent = excluded.agent, "

@@ -60,6 +60,7 @@ from .schema import (
     EVICT_LRU,
     SCHEMA_VERSION,
     SELECT,
+    SELECT_MANY,
     TOTALS,
     TOUCH,
     UPSERT,
@@ -76,6 +77,11 @@ T = TypeVar("T")
 TOUCH_BATCH = 128
 #: Expired rows are swept every this many writes even when the size bound is not reached.
 SWEEP_EVERY = 1024
+#: Keys looked up by one `SELECT ... IN` of `get_many` (under SQLite's parameter limit).
+READ_AT_ONCE = 500
+#: SQLite's page cache for the connection, in KiB (its default is 2,000): enough for the index
+#: pages a `write_many` of a few thousand entries touches.
+PAGE_CACHE_KIB = 16 * 1024
 
 
 class _BadRow(Exception):
@@ -340,6 +346,12 @@ class SQLiteTier:
                 )
             # In WAL mode NORMAL loses nothing on a process crash (only on power loss).
             conn.execute("PRAGMA synchronous=NORMAL")
+            # An UPSERT fires the totals trigger, so SQLite keeps a statement journal for each
+            # row written: in a temporary file by default, several system calls a row. And
+            # a transaction of many rows at random keys touches index pages all over the
+            # file: with SQLite's default 2 MB page cache they are read again and again.
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             with _transaction(conn):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
@@ -361,9 +373,12 @@ class SQLiteTier:
         """The verified entry under `key` (call on the tier's thread; the tier's own get)."""
         conn = self.connection
         rows = conn.execute(SELECT, (key,)).fetchall()
-        if not rows:
-            return None
-        value, mac, agent, expires_at = rows[0]
+        return self._entry(conn, key, rows[0]) if rows else None
+
+    def _entry(self, conn: sqlite3.Connection, key: str, row: Sequence[Any]) -> StoredEntry | None:
+        """The entry `row` (value, mac, agent, expires_at) holds under `key`, checked: None
+        when it expired or is bad (then dropped, if the write lock is free, and counted)."""
+        value, mac, agent, expires_at = row
         now = self._clock()
         drop = "DELETE FROM entries WHERE key = ? AND mac IS ?"
         try:
@@ -445,7 +460,27 @@ class SQLiteTier:
                 self._apply_touches(conn)
 
     def _read_many(self, keys: Sequence[str]) -> list[StoredEntry | None]:
-        return [self.read(key) for key in keys]
+        """`read` of several keys, `READ_AT_ONCE` a query (a batch job's keys mostly miss:
+        one statement a key cost more than the rest of the lookup)."""
+        conn = self.connection
+        out: list[StoredEntry | None] = []
+        for start in range(0, len(keys), READ_AT_ONCE):
+            some = keys[start : start + READ_AT_ONCE]
+            marks = ",".join("?" * len(some))
+            found = {
+                row[0]: row[1:]
+                for row in conn.execute(SELECT_MANY.format(marks=marks), some).fetchall()
+            }
+            for key in some:
+                row = found.get(key)
+                if row is None:
+                    out.append(None)
+                    continue
+                entry = self._entry(conn, key, row)
+                if entry is None:  # dropped (or left for later): a repeated key finds nothing
+                    del found[key]
+                out.append(entry)
+        return out
 
     def _write_if_free(
         self, what: str, conn: sqlite3.Connection, sql: str | None, args: tuple[Any, ...]

@@ -26,6 +26,7 @@ from ..orchestrator import AgentCall
 from ..orchestrator.budget import check_budget
 from ..plots import plot_cost, plot_latency
 from ..workflow import Workflow, WorkflowRun
+from .data import model_list, run_on_data
 from .display import (
     Render,
     WorkflowPlan,
@@ -36,6 +37,7 @@ from .display import (
 )
 from .parsing import (
     argument,
+    batch_arguments,
     budget_arguments,
     fill_placeholders,
     in_cell_lines,
@@ -54,7 +56,17 @@ from .settings import AgentNB
 
 __all__ = ["AGENTNB_COMMANDS", "AgentMagics"]
 
-AGENTNB_COMMANDS = ("metrics", "cache", "config", "agents", "reset", "speedup", "spend", "quota")
+AGENTNB_COMMANDS = (
+    "metrics",
+    "cache",
+    "config",
+    "agents",
+    "reset",
+    "speedup",
+    "spend",
+    "quota",
+    "batches",
+)
 
 # What may precede a line magic that is the value of its cell: `NAME = ` (magic assignment).
 _TARGET = r"(?:[A-Za-z_][\w.]*\s*=\s*)?"
@@ -111,12 +123,26 @@ class AgentMagics(Magics):
     @magic_arguments()
     @option_arguments()
     @budget_arguments()
+    @batch_arguments()
     @argument(
         "-o",
         "--output",
         type=variable_name,
         metavar="VAR",
-        help="also store the AgentResult (with --estimate: the Estimate) in VAR",
+        help="also store the AgentResult (with --estimate: the Estimate; with --over: the "
+        "DataFrame; with --models: the answers side by side) in VAR",
+    )
+    @argument(
+        "--over",
+        type=variable_name,
+        metavar="DATA",
+        help="run on every row of DATA (a DataFrame, Series or list), {{column}} from the row",
+    )
+    @argument(
+        "--models",
+        type=model_list,
+        metavar="M1,M2",
+        help="run the task on each model at once and show the answers side by side",
     )
     @argument(
         "--stream",
@@ -147,6 +173,10 @@ class AgentMagics(Magics):
 
         %agent [options] NAME TASK...      the rest of the line is the task
         %%agent [options] NAME             the cell body is the task
+        %agent --over DATA [options] NAME TEMPLATE...
+                                           one answer per row of DATA, as a DataFrame
+        %%agent --models M1,M2 [options] NAME
+                                           the task on each model, answers side by side
 
         `{{name}}` in the task is replaced by `str(name)` from the notebook's namespace (an
         undefined name is an error); single braces, quotes and `$` are passed on as typed.
@@ -156,7 +186,9 @@ class AgentMagics(Magics):
         as it is generated, then is replaced by the rendered result. Interrupting the kernel
         cancels the call. `--estimate` shows what the call would cost and take (tokens, cost
         range, cached or not) and runs nothing; `--budget USD` refuses the call if it could
-        cost more (`BudgetExceededError`, one line).
+        cost more (`BudgetExceededError`, one line). `--batch` sends the call as a Message
+        Batch (half the price, answered as a whole: no streaming; interrupting detaches it,
+        `%agentnb batches` lists it); with `--estimate`, the cost at the batch price.
 
         Examples::
 
@@ -164,7 +196,15 @@ class AgentMagics(Magics):
             %agent -m haiku -t 0 -o review python-expert Review {{src}}
             %agent --max-tokens 200 --stop END writer A haiku
             %agent --estimate python-expert Review {{src}}
+            %agent --over df -o summaries writer Summarise in one line: {{text}}
             %agent --list
+
+        With `--over DATA` the task is a template filled from each row of the notebook's DATA
+        (`{{column}}`; a Series' or a list's item is `{{value}}`), other placeholders from the
+        notebook (a row's column wins), and the value is the DataFrame of `agentnb.map`: one
+        row per row of DATA, same index (`text`, `cached`, `latency_ms`, `cost_usd`, `error`).
+        With `--models haiku,sonnet` the task runs on each model at once and the answers show
+        side by side (`agentnb.grid(...).side_by_side()`).
         """
         args, task = split_agent_line(parser_of(self.agent), line)
         if args.list:
@@ -179,14 +219,26 @@ class AgentMagics(Magics):
             task = f"{task}\n\n{body}" if task else body
         if not task.strip():
             raise UsageError(f"%agent {args.name}: the task is empty")
+        if args.batch and args.stream:
+            raise UsageError("%agent --batch: a Message Batch is answered as a whole, not streamed")
+        if args.batch and (args.over is not None or args.models is not None):
+            raise UsageError("%agent --batch sends one call: not with --over or --models (yet)")
         options = from_namespace(args, source="%agent")
         budget = check_budget(args.budget, source="%agent", name="--budget")
+        if args.over is not None or args.models is not None:  # the data front: see data.py
+            value = run_on_data(args, task, options, budget, self._ns, self.session.orchestrator())
+            if args.output:
+                self._ns[args.output] = value
+            return value
         task = fill_placeholders(task, self._ns)
         orch = self.session.orchestrator()
         stream = args.stream if args.stream is not None else self.in_kernel
         result: Any
         if args.estimate:
-            result = orch.estimate([AgentCall(args.name, task, options)])
+            result = orch.estimate([AgentCall(args.name, task, options)], batch=args.batch)
+        elif args.batch:
+            call = AgentCall(args.name, task, options)
+            (result,) = orch.execute_multiple([call], batch=True, max_cost_usd=budget)
         elif stream:
             result = stream_answer(
                 orch.stream_agent(args.name, task, options, max_cost_usd=budget),
@@ -226,6 +278,7 @@ class AgentMagics(Magics):
     )
     @argument("--dry-run", action="store_true", help="check it, show the stages, run nothing")
     @budget_arguments()
+    @batch_arguments(workflow=True)
     @argument("--quiet", action="store_true", help="no live progress; with -o, no output at all")
     @argument("file", nargs="?", metavar="FILE", help="%%workflow FILE: read the YAML from a file")
     @one_line_errors
@@ -246,6 +299,9 @@ class AgentMagics(Magics):
         `--estimate` shows what the run would cost and take (per step, with the critical path)
         and runs nothing; `--budget USD` stops starting steps once the next one could take the
         run past USD: the running ones finish and the run ends with status `budget`.
+        `--batch` runs it in waves: each wave of ready steps is one Message Batch (half the
+        price), a step's dependents go in a later one; interrupting detaches the wave's batch
+        (`%agentnb batches collect ID`, then `--resume VAR`, reuses its answers).
 
         Example::
 
@@ -297,6 +353,7 @@ class AgentMagics(Magics):
                     variables=variables,
                     max_concurrency=args.max_concurrency,
                     use_cache=args.use_cache is not False,
+                    batch=args.batch,
                 )
             except WorkflowValidationError as exc:
                 raise _in_cell(exc, in_cell) from exc.__cause__
@@ -320,6 +377,7 @@ class AgentMagics(Magics):
                 resume=resume,
                 on_interrupt=partial_runs.append,
                 max_cost_usd=budget,
+                batch=args.batch,
             )
         except WorkflowValidationError as exc:
             raise _in_cell(exc, in_cell) from exc.__cause__
@@ -335,6 +393,12 @@ class AgentMagics(Magics):
             if args.output and partial is not None:
                 ns[args.output] = partial
                 note += f"; the partial run is in {args.output} (--resume {args.output} reuses it)"
+            if args.batch:
+                note += (
+                    "; the wave's message batch goes on, not cancelled: `%agentnb batches "
+                    "collect ID` fills the cache from it (`%agentnb batches` lists them), so "
+                    "the resumed run does not send it again"
+                )
             print(note, file=sys.stderr)
             raise
         except BaseException:
@@ -351,7 +415,13 @@ class AgentMagics(Magics):
     @line_magic
     @magic_arguments()
     @argument("command", nargs="?", choices=AGENTNB_COMMANDS, metavar="COMMAND", help="see above")
-    @argument("action", nargs="?", metavar="ACTION", help="for cache: stats (default) or clear")
+    @argument(
+        "action",
+        nargs="?",
+        metavar="ACTION",
+        help="for cache: stats (default) or clear; for batches: collect or cancel",
+    )
+    @argument("batch_id", nargs="?", metavar="ID", help="for batches collect|cancel: the batch")
     @argument(
         "-o", "--output", type=variable_name, metavar="VAR", help="also store the value in VAR"
     )
@@ -373,6 +443,9 @@ class AgentMagics(Magics):
                                            (and the session_budget_usd left)
         %agentnb quota [history] [-o VAR]  the rate-limit quotas met: limits, calls, 429s,
                                            time waited, concurrency (history: its changes)
+        %agentnb batches [-o VAR]          the Message Batches sent (the ledger), with state
+        %agentnb batches collect ID        wait for batch ID and fill the cache from it
+        %agentnb batches cancel ID         cancel batch ID (an interrupt only detaches)
         %agentnb speedup [-n N] [--repeats R]
                                            N calls sequentially, concurrently and from the
                                            cache on the current backend: table and chart
@@ -393,9 +466,19 @@ class AgentMagics(Magics):
                 (
                     "-o",
                     args.output is not None,
-                    ("metrics", "cache", "config", "agents", "speedup", "spend", "quota"),
+                    (
+                        "metrics",
+                        "cache",
+                        "config",
+                        "agents",
+                        "speedup",
+                        "spend",
+                        "quota",
+                        "batches",
+                    ),
                 ),
-                ("ACTION", args.action is not None, ("cache", "quota")),
+                ("ACTION", args.action is not None, ("cache", "quota", "batches")),
+                ("ID", args.batch_id is not None, ("batches",)),
             )
             if given and command not in allowed
         ]
@@ -460,6 +543,32 @@ class AgentMagics(Magics):
             )
             return None
         return frame
+
+    def _batches(self, args: argparse.Namespace) -> Any:
+        action, batch_id = args.action, args.batch_id
+        orch = self.session.orchestrator()
+        if action is None:
+            frame = orch.batches()
+            if frame.empty:
+                print("agentnb: no Message Batch sent yet (--batch, or batch=True, sends them)")
+                return None
+            return frame
+        if action not in ("collect", "cancel"):
+            raise UsageError(
+                f"%agentnb batches {action}: expected collect ID, cancel ID or nothing"
+            )
+        if batch_id is None:
+            raise UsageError(
+                f"%agentnb batches {action} needs the batch's id (`%agentnb batches` lists them)"
+            )
+        if action == "collect":
+            return orch.collect(batch_id)
+        info = orch.cancel_batch(batch_id)
+        print(
+            f"agentnb: message batch {info.id} {info.status}: what it answered before stays "
+            f"paid for and collectable (%agentnb batches collect {info.id})"
+        )
+        return None
 
     def _reset(self, args: argparse.Namespace) -> None:
         tracker = self.session.orchestrator().tracker

@@ -21,11 +21,13 @@ from IPython.core.error import UsageError
 
 from ..errors import AgentnbError, WorkflowValidationError
 from ..options import add_arguments
+from ..orchestrator.batchsend import add_batch_arguments
 from ..orchestrator.budget import add_budget_arguments
 from ..workflow.template import placeholders, render
 
 __all__ = [
     "argument",
+    "batch_arguments",
     "budget_arguments",
     "fill_placeholders",
     "in_cell_lines",
@@ -174,6 +176,11 @@ def budget_arguments() -> Callable[[F], F]:
     """`--estimate` and `--budget USD` as magic arguments (`orchestrator.budget` declares them
     for the CLI too); `check_budget` reads the amount, so an error names the flag in one line."""
     return _arguments(add_budget_arguments)
+
+
+def batch_arguments(*, workflow: bool = False) -> Callable[[F], F]:
+    """`--batch` as a magic argument (`orchestrator.batchsend` declares it for the CLI too)."""
+    return _arguments(lambda add: add_batch_arguments(add, workflow=workflow))
 
 
 def _arguments(declare: Callable[[Callable[..., Any]], None]) -> Callable[[F], F]:

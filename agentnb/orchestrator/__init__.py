@@ -1,6 +1,7 @@
 """The call pipeline: run agents one at a time, many at once, as streams and as workflows.
 
-prepare (`prepare.py`) -> cache (`agentnb.cache`, single-flight) -> budget (`budget.py`: the
+prepare (`prepare.py`) -> cache (`agentnb.cache`, single-flight) -> validation of a structured
+answer (`structured.py`: checked, repaired once, never cached invalid) -> budget (`budget.py`: the
 call's worst case held while it runs) -> attempts (`attempts.py`: retries, backoff, timeouts) ->
 admission inside each attempt (`admission.py`) -> the backend. `AsyncAgentOrchestrator`
 (`core.py`) is the async core; `AgentOrchestrator` (`facade.py`) its blocking twin; `AgentStream`

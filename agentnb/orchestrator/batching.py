@@ -46,6 +46,7 @@ from .budget import Budget
 from .caching import cache_for
 from .codec import to_payload
 from .follow import detached_message, poll, read_results
+from .gcpolicy import LARGE_JOB, young_generation
 from .records import CallState
 
 if TYPE_CHECKING:
@@ -151,19 +152,27 @@ class BatchJob:
     # -- submitting (home loop) --------------------------------------------------------------
     async def submit(self) -> BatchJob:
         """Answer the cache hits and send the rest as batches (see the module docstring)."""
-        self._sent, self._twins = await plan(self._orch, self.calls, self._results, self._budget)
-        backend = self._orch.backend
-        if self._sent and not backend.supports_batches:
-            raise AgentnbError(
-                f"the {backend.label} backend has no Message Batches; run the calls without "
-                "batch=True"
+        with young_generation(self._gc_threshold()):
+            self._sent, self._twins = await plan(
+                self._orch, self.calls, self._results, self._budget
             )
-        try:
-            await self._send_all(range(len(self._sent)), 1)
-        except asyncio.CancelledError:  # the batches created so far go on: say so
-            self._detach()
-            raise
+            backend = self._orch.backend
+            if self._sent and not backend.supports_batches:
+                raise AgentnbError(
+                    f"the {backend.label} backend has no Message Batches; run the calls without "
+                    "batch=True"
+                )
+            try:
+                await self._send_all(range(len(self._sent)), 1)
+            except asyncio.CancelledError:  # the batches created so far go on: say so
+                self._detach()
+                raise
         return self
+
+    def _gc_threshold(self) -> int:
+        # As for a large online job (`gcpolicy`): a large job's objects (requests, ledger and
+        # cache rows, results) would otherwise be promoted and rescanned, chunk after chunk.
+        return self._orch.config.job_gc_threshold if len(self.calls) >= LARGE_JOB else 0
 
     async def _send_all(self, requests: Sequence[int], round_: int) -> None:
         calls, sent, budget, show = self.calls, self._sent, self._budget, self._progress
@@ -191,7 +200,10 @@ class BatchJob:
                 return
             orch, total = self._orch, len(self.calls)
             arg = self._progress_arg if progress is None else progress
-            with job_progress(orch.progress_for(arg, total), total, label="message batch") as show:
+            with (
+                young_generation(self._gc_threshold()),
+                job_progress(orch.progress_for(arg, total), total, label="message batch") as show,
+            ):
                 self._progress = show
                 self._catch_up(show)
                 try:

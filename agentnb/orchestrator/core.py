@@ -2,10 +2,12 @@
 
 Each call: prepare (`prepare.py`: agent + task + options -> request and cache key, all checked
 before anything runs) -> cache (memory, then the persistent tier; identical concurrent misses,
-streams included, make one call) -> budget (`budget.py`: on a miss the call holds its worst-case
-cost in its job's budget and the session's while it runs) -> attempts (`attempts.py`: retries
-with backoff) and, inside each attempt, admission (`admission.py`: a concurrency slot) -> the
-backend, bounded by the attempt's timeout -> one row in the tracker, success or not.
+streams included, make one call) -> for a structured answer (`schema=`), validation
+(`structured.py`: checked against the schema, one repair turn, never cached if invalid) ->
+budget (`budget.py`: on a miss the call holds its worst-case cost in its job's budget and the
+session's while it runs) -> attempts (`attempts.py`: retries with backoff) and, inside each
+attempt, admission (`admission.py`: a concurrency slot) -> the backend, bounded by the
+attempt's timeout -> one row in the tracker, success or not.
 `estimate()` works a job out without running it (`estimate.py`).
 
 Every call runs on the process's home event loop (`agentnb.loop`), so the methods can be awaited
@@ -61,6 +63,7 @@ from .lifecycle import changed, make_cache
 from .prepare import PreparedCall, Preparer
 from .records import CallState, Recorder
 from .stream import AgentStream, stream_chunks
+from .structured import validated
 from .workflows import run_steps
 
 if TYPE_CHECKING:
@@ -90,8 +93,9 @@ class AsyncAgentOrchestrator:
         price_table: prices for cost figures (default `agentnb.prices`).
 
     Every call method takes the call options (`CallOptions` fields: model, max_tokens,
-    temperature, system, stop_sequences, use_cache, timeout_s, max_attempts) as keyword
-    arguments, or a `CallOptions` as `options`; they are checked before anything runs.
+    temperature, system, stop_sequences, schema, prefix, sample, use_cache, timeout_s,
+    max_attempts) as keyword arguments, or a `CallOptions` as `options`; they are checked
+    before anything runs.
     """
 
     def __init__(
@@ -363,6 +367,7 @@ class AsyncAgentOrchestrator:
         resume: WorkflowRun | None = None,
         on_interrupt: Callable[[WorkflowRun], None] | None = None,
         max_cost_usd: float | None = None,
+        batch: bool = False,
     ) -> WorkflowRun:
         """Run a workflow (a `Workflow`, YAML text or path, or a dict); see `agentnb.workflow`.
 
@@ -378,6 +383,17 @@ class AsyncAgentOrchestrator:
         `execute_multiple`: once a step's call does not fit, no step starts, the running ones
         finish, and the run ends with status `budget` (the steps not started have status
         `budget`; the finished ones are kept, and cached).
+
+        `batch=True` runs it in waves, the one place agentnb runs in stages
+        (`agentnb.workflow.waves`): every step ready at one moment goes in one Message Batch
+        (`submit_batch`, half the price), and a step's dependents go in a later batch once its
+        result is in, so a DAG of three levels makes three batches, one after the other. Steps
+        the cache answers are never sent (the steps they release join the same wave). Each
+        step's `wave` is in its result, and its start and end are its wave's, so `timeline()`
+        draws the waves; `max_concurrency` then bounds the online retries of errored requests.
+        Interrupting it detaches the wave's batch (nothing is cancelled): collect it
+        (`collect(batch_id)`), then run again with `resume=` the partial run, and the wave's
+        steps are cache hits.
         """
         from ..workflow import Workflow
 
@@ -393,6 +409,7 @@ class AsyncAgentOrchestrator:
             resume=resume,
             on_interrupt=on_interrupt,
             budget=budget,
+            batch=batch,
         )
 
     async def estimate(
@@ -539,7 +556,8 @@ class AsyncAgentOrchestrator:
     async def call(
         self, p: PreparedCall, admission: Admission | None = None, budget: Budget | None = None
     ) -> AgentResult:
-        """Run one prepared call through cache -> budget -> attempts -> admission -> backend.
+        """Run one prepared call through cache -> budget -> attempts -> admission -> backend
+        (a structured call: cache -> validation -> budget -> ..., see `structured`).
 
         Runs on the home loop (use `execute_agent` from elsewhere). `admission` defaults to
         the orchestrator's own concurrency limit, `budget` to the session's budget (a job's
@@ -551,8 +569,10 @@ class AsyncAgentOrchestrator:
         try:
             if p.use_cache and self._cache is not None:
                 response, hit = await self._cached(p, limit, state, spend)
-            else:  # the lean path: no cache stage (and no closure: see `attempts`)
+            elif p.request.schema is None:  # the lean path: no cache stage (and no closure)
                 response, hit = await self.budgeted(p, limit, state, spend), False
+            else:
+                response, hit = await self._validated(p, limit, state, spend), False
         except BaseException as exc:
             self.recorder.failed(p, state, exc)
             raise
@@ -562,7 +582,16 @@ class AsyncAgentOrchestrator:
     def _cached(
         self, p: PreparedCall, limit: Admission, state: CallState, budget: Budget
     ) -> Awaitable[tuple[BackendResponse, bool]]:
-        return self.answer(p, lambda: self.budgeted(p, limit, state, budget))
+        if p.request.schema is None:
+            return self.answer(p, lambda: self.budgeted(p, limit, state, budget))
+        return self.answer(p, lambda: self._validated(p, limit, state, budget))
+
+    def _validated(
+        self, p: PreparedCall, limit: Admission, state: CallState, budget: Budget
+    ) -> Awaitable[BackendResponse]:
+        """A structured call's validation stage (`structured.validated`) around its attempts;
+        inside the cache's computation, so an answer it refuses is never stored."""
+        return validated(p, lambda q: self.budgeted(q, limit, state, budget))
 
     async def budgeted(
         self,
