@@ -35,7 +35,14 @@ from agentnb import (
     prices,
 )
 from agentnb.backends import BackendRequest, Message, simulator_transport
-from agentnb.backends.batch import CUSTOM_ID, BatchCounts, BatchInfo, BatchRequest, BatchStatus
+from agentnb.backends.batch import (
+    CUSTOM_ID,
+    BatchCounts,
+    BatchInfo,
+    BatchRequest,
+    BatchResult,
+    BatchStatus,
+)
 from agentnb.backends.sim_batches import SimBatches
 from agentnb.errors import (
     AgentnbError,
@@ -43,6 +50,7 @@ from agentnb.errors import (
     BatchRequestError,
     BudgetExceededError,
     OptionError,
+    SchemaError,
 )
 from agentnb.orchestrator import batchsend, follow
 from agentnb.orchestrator.batchsend import json_size
@@ -606,5 +614,65 @@ async def test_a_backend_without_batches_is_refused_before_anything_is_sent(
         with pytest.raises(AgentnbError, match="has no Message Batches"):
             await orch.execute_multiple(CALLS, batch=True)
         assert await orch.ledger.batches() == []
+    finally:
+        await orch.aclose()
+
+
+# -- structured answers --------------------------------------------------------------------------
+SCORE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "required": ["score"],
+}
+
+
+class Breaks(Spy):
+    """The simulator, whose batches break the schema of their first `left` structured answers."""
+
+    def __init__(self, left: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.left = left
+
+    def batch_results(self, batch_id: str) -> AsyncIterator[BatchResult]:
+        return self._broken(super().batch_results(batch_id))
+
+    async def _broken(self, results: AsyncIterator[BatchResult]) -> AsyncIterator[BatchResult]:
+        async for r in results:
+            if r.response is not None and r.response.data is not None and self.left:
+                self.left -= 1
+                data = {**r.response.data, "score": 7}
+                r = r._replace(response=r.response._replace(data=data, text=json.dumps(data)))
+            yield r
+
+
+@pytest.mark.parametrize("invalid_rate", [0.0, 1.0])
+async def test_an_invalid_batch_answer_is_not_cached_but_asked_again_online(
+    tmp_path: Path, invalid_rate: float
+) -> None:
+    """Online, the answer is valid (0.0) or breaks the schema again after its repair (1.0)."""
+    cfg = config(tmp_path, cache_backend="sqlite")
+    sim = Breaks(2, latency_s=0.0, jitter=0.0, batches=store(cfg), invalid_rate=invalid_rate)
+    agents = AgentRegistry(include_default_dirs=False)
+    orch = AsyncAgentOrchestrator(cfg, backend=sim, agents=agents)
+    calls = [("writer", f"Rate poem {i}") for i in range(5)]
+    try:
+        results = await orch.execute_multiple(
+            calls, batch=True, schema=SCORE, return_exceptions=True
+        )
+        assert len(sim.created) == 1 and sim.left == 0
+        online = orch.metrics()["batch_id"].isna()
+        assert online.sum() == 2  # the two broken ones were asked again online
+        failed = [r for r in results if not isinstance(r, AgentResult)]
+        if invalid_rate:
+            assert len(failed) == 2 and all(isinstance(r, SchemaError) for r in failed)
+            assert sim.call_count == 2 * 2  # online: the answer and its repair turn, each
+        else:
+            assert not failed and sim.call_count == 2
+        for r in results:
+            if isinstance(r, AgentResult):
+                assert r.data is not None and 1 <= r.data["score"] <= 5
+        again = await orch.execute_multiple(calls, schema=SCORE, return_exceptions=True)
+        hits = sum(isinstance(r, AgentResult) and r.cached for r in again)
+        assert hits == 3 + (0 if invalid_rate else 2)  # nothing invalid was stored
     finally:
         await orch.aclose()

@@ -42,7 +42,9 @@ SECTIONS = {
     "sdk_baseline": "agentnb vs the bare Anthropic SDK",
     "cached_rerun": "Fully cached re-run vs first run",
     "speedup": "compare_speedup: sequential vs concurrent vs cached",
+    "map": "agentnb.map and agentnb.grid on the simulator",
     "quota": "Pacing to a simulated quota",
+    "batch": "Message Batches: ",
 }
 
 #: The goals every run judges (section, the start of `what`), whatever the sizes of its mode.
@@ -57,12 +59,19 @@ REQUIRED_GOALS = [
     ("scale", "peak RSS at "),
     ("sdk_baseline", "wall vs bare SDK at "),
     ("sdk_baseline", "wall vs bare SDK at "),
+    ("map", "map, cache off: CPU/row beyond bare, "),
+    ("map", "map, SQLite cache: CPU/row beyond bare, "),
+    ("map", "cached re-run of a "),
+    ("map", "grid of "),
     ("quota", "throughput of the quota, limiter on"),
     ("quota", "429s, limiter on"),
     ("quota", "failed calls, limiter on"),
     ("quota", "estimate vs actual: input tokens"),
     ("quota", "estimate vs actual: output"),
     ("quota", "estimate vs actual: cost"),
+    ("batch", "agentnb CPU per request, "),
+    ("batch", "peak RSS, "),
+    ("batch", "batch cost of "),
 ]
 #: The quota section's rows, in order; the last two (processes) run in the full suite only.
 QUOTA_RUNS = [
@@ -83,7 +92,8 @@ def check_required_goals(goals: list[dict[str, Any]]) -> None:
         found = next(g for g in left if g["section"] == section and g["what"].startswith(what))
         left.remove(found)
         assert found["measured"] and found["goal"] and isinstance(found["met"], bool), found
-        if section in {"fanout", "overhead", "scale", "sdk_baseline"} or "limiter on" in what:
+        bare_judged = {"fanout", "overhead", "scale", "sdk_baseline"}
+        if section in bare_judged or "limiter on" in what or "beyond bare" in what:
             assert found["bare (same run)"], found  # the bare reference of the same run
 
 
@@ -373,6 +383,9 @@ def test_bench_smoke_prints_every_table_and_writes_outputs(
         assert p["rows"][-1]["function"] == "(all functions, both threads)"
         assert f"#### Profile of the missed goal: {p['section']}, {p['what']}" in out
     check_quota_rows(next(s["rows"] for s in data["sections"] if s["key"] == "quota"))
+    check_map_rows(next(s["rows"] for s in data["sections"] if s["key"] == "map"), "smoke")
+    batch = next(s["rows"] for s in data["sections"] if s["key"] == "batch")
+    check_batch_rows(batch, [g for g in goals if g["section"] == "batch"])
     for png in ("speedup.png", "skewed_timeline.png", "skewed_latency.png", "skewed_cost.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -394,8 +407,12 @@ QUICK_HEADERS = {
     "speedup | backend_calls_in_reruns | goal | met |",
     "speedup": "| mode | wall_s_mean | wall_s_min | wall_s_max | speedup | calls | repeats | "
     "hit_rate | backend_calls | peak_in_flight | ideal_speedup | goal | met |",
+    "map": "| figure | rows | latency_ms | concurrency | ok | wall_s | cpu_us_per_row | "
+    "beyond_bare_us | speedup | wall_over_ideal | peak_rss_mb | goal | met |",
     "quota": "| run | calls | concurrency | attempts | answered | failed | 429s | 429s_pct | "
     "wall_s | throughput | detail | goal | met |",
+    "batch": "| run | requests | cache | wall_s | agentnb_us | sim_us | sdk_us | peak_rss_mb | "
+    "detail | goal | met |",
     "goals": GOALS_HEADER,
 }
 
@@ -427,9 +444,44 @@ def test_bench_quick_runs_and_prints_every_table(capsys: pytest.CaptureFixture[s
     assert "| scale | CPU/call at 10,000 vs 1,000 calls |" in goals
     assert "| scale | peak RSS at 10,000 calls vs bare |" in goals
     assert goals.count("| sdk_baseline | wall vs bare SDK at ") == 2
+    assert "| map | map, cache off: CPU/row beyond bare, 1,000 rows |" in goals
+    assert "| map | map, SQLite cache: CPU/row beyond bare, 1,000 rows |" in goals
+    assert "| map | cached re-run of a 30-row map at 200 ms |" in goals
+    assert "| map | grid of 90 calls: wall / ideal at concurrency 10 |" in goals
+    assert "| 1,000-row map, cache off (quick: scaled down) |" in out
     assert "| quota | throughput of the quota, limiter on |" in goals
     assert "| quota | estimate vs actual: cost |" in goals
     assert "| quota | throughput of the quota, bare" not in goals  # a reference row: no goals
+    assert "| batch | agentnb CPU per request, 5,000 requests, SQLite cache |" in goals
+    assert "| batch | peak RSS, 5,000 requests |" in goals
+    assert "| batch | batch cost of 1,000 calls, 100 cached |" in goals
+    batch = blocks[-2].splitlines()
+    assert batch[0].startswith("Message Batches: 5,000 requests")
+    assert (
+        sum(line.startswith("| agentnb, the simulator's batches | 5000 |") for line in batch) == 2
+    )
+    assert sum(line.startswith("| bare SDK: ") for line in batch) == 2
+
+
+def check_map_rows(rows: list[dict[str, Any]], mode: str) -> None:
+    """The map section of a smoke run: the bare reference, map without and with the cache, the
+    cached re-run, the grid; every row answered, each figure where its goal reads it."""
+    assert [r["figure"].split(" (")[0] for r in rows] == [
+        "200-row bare",
+        "200-row map, cache off",
+        "200-row map, SQLite cache",
+        "20-row map, cached re-run vs first run",
+        "grid 3 agents x 3 models x 2 tasks",
+    ]
+    assert all(r["figure"].endswith(f"({mode})") for r in rows)
+    assert all(r["ok"] == r["rows"] for r in rows)
+    bare, off, sqlite, rerun, grid = rows
+    assert bare["met"] is None and bare["beyond_bare_us"] is None and bare["peak_rss_mb"] > 0
+    for row in (off, sqlite):
+        expected = row["cpu_us_per_row"] - bare["cpu_us_per_row"]
+        assert row["beyond_bare_us"] == pytest.approx(expected, abs=0.2)
+        assert row["peak_rss_mb"] > 0 and isinstance(row["met"], bool)
+    assert rerun["speedup"] > 1 and grid["rows"] == 18 and grid["wall_over_ideal"] > 0
 
 
 def check_quota_rows(rows: list[dict[str, Any]]) -> None:
@@ -474,3 +526,36 @@ def test_the_quota_rows_of_processes_run_small(store: str) -> None:
         f"{what}, 2 processes, {name}"
         for what in ("throughput of the quota", "429s", "failed calls")
     ]
+
+
+def check_batch_rows(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> None:
+    """The batch section of a smoke run: the job with the SQLite cache (its goals), without a
+    cache, the bare SDK's two figures, agentnb over the SDK, the price (its goal, met); every
+    request answered, each figure where its row reads it."""
+    assert [(r["run"], r["cache"]) for r in rows] == [
+        ("agentnb, the simulator's batches", "sqlite"),
+        ("agentnb, the simulator's batches", "none"),
+        ("bare SDK: messages.batches.create", ""),
+        ("bare SDK: batches.results, every line parsed", ""),
+        ("agentnb over the SDK (AnthropicBackend)", "none"),
+        ("price of 100 calls: online vs batch (10 cached)", "memory"),
+    ]
+    sqlite, off, create, results, over_sdk, price = rows
+    for row in (sqlite, off):
+        assert row["requests"] == 300 and row["detail"].startswith("300 answered in 1 batch")
+        assert row["agentnb_us"] > 0 and row["sim_us"] > 0 and row["sdk_us"] is None
+    assert sqlite["peak_rss_mb"] > 0 and off["peak_rss_mb"] is None  # one process for all
+    assert [g["what"] for g in goals] == [
+        "agentnb CPU per request, 300 requests, SQLite cache",
+        "peak RSS, 300 requests",
+        "batch cost of 100 calls, 10 cached",
+    ]
+    assert goals[0]["bare (same run)"].startswith("cache off ") and goals[2]["met"] is True
+    assert sqlite["goal"] == "<= 50 µs/request; peak RSS <= 300 MB"
+    assert off["met"] is None and create["met"] is None and over_sdk["met"] is None
+    assert create["sdk_us"] > 0 and results["sdk_us"] > 0 and create["requests"] == 100
+    assert over_sdk["sdk_us"] == pytest.approx(create["sdk_us"] + results["sdk_us"], abs=0.11)
+    assert over_sdk["detail"].startswith("100 answered;")
+    assert (
+        price["met"] is True and price["goal"] == "batch = half the online price, cache hits free"
+    )

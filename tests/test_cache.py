@@ -347,6 +347,40 @@ async def test_set_many_and_get_many_go_through_every_tier_in_one_trip(
     assert await off.get_many([key(1)]) == [None]
 
 
+async def test_get_many_reads_hundreds_of_keys_a_query_as_get_reads_each(
+    make_cache: CacheFactory, cache_dir: Path
+) -> None:
+    """Past one query's worth of keys, with repeats, a bad row and misses: what `get` would
+    give each key, the bad row dropped and counted once."""
+    cache = make_cache()
+    await cache.set_many([(key(n), payload(n), "writer") for n in range(1200)])
+    db_exec(cache_dir, "UPDATE entries SET value = ? WHERE key = ?", b'{"x": 1}', key(700))
+    fresh = make_cache()
+    asked = [key(n) for n in (*range(0, 1200, 3), 700, 5, 700, 1500, 1201)]
+    found = await fresh.get_many(asked)
+    expected = [(payload(n), "disk") for n in range(0, 1200, 3)]
+    assert found == [*expected, None, (payload(5), "disk"), None, None, None]
+    assert fresh.stats()["integrity_failures"] == 1
+    assert db_rows(cache_dir, "SELECT count(*) FROM entries") == [(1199,)]
+
+
+async def test_set_many_keeps_fresh_payloads_themselves_in_memory(
+    make_cache: CacheFactory, cache_dir: Path
+) -> None:
+    """`fresh=True` (payloads made for the call, as `to_payload` makes them): memory holds the
+    very dict, equal to what a JSON round trip gives; the disk holds the same JSON."""
+    cache = make_cache()
+    made = [payload(n) for n in range(3)]
+    await cache.set_many([(key(n), p, "writer") for n, p in enumerate(made)], fresh=True)
+    assert cache.memory is not None and cache.memory.peek(key(1)) is made[1]
+    await cache.set_many([(key(5), payload(5), "writer")])  # not fresh: a copy is kept
+    assert cache.memory.peek(key(5)) == payload(5)
+    disk = make_cache()
+    assert await disk.get_many([key(n) for n in range(3)]) == [(p, "disk") for p in made]
+    with pytest.raises(ValueError):  # checked all the same
+        await cache.set_many([(key(7), {"x": float("inf")}, "writer")], fresh=True)
+
+
 async def test_set_many_entries_carry_their_hmac_and_agent(
     make_cache: CacheFactory, cache_dir: Path
 ) -> None:

@@ -58,6 +58,8 @@ EXPECTED = {
     "AgentCallError",
     "BackendError",
     "RateLimitError",
+    "SchemaError",
+    "BudgetExceededError",
     # IPython extension
     "load_ipython_extension",
     "unload_ipython_extension",

@@ -30,6 +30,16 @@ latency, for the tests only):
   `AnthropicBackend`, both on the simulator's HTTP transport.
 - cached_rerun: a 20-call batch at 200 ms, first run vs fully cached re-runs.
 - speedup: `compare_speedup` (sequential, concurrent, cached) on 20 calls (quick: 10) at 200 ms.
+- map: a 10,000-row `agentnb.map` at 1 ms (quick: 1,000), its CPU per row beyond the same calls
+  through a bare gather, cache off and with the SQLite cache, each in a child process (peak
+  RSS); a 1,000-row map at 200 ms and concurrency 10 (quick: 30 rows), cached re-run vs first
+  run; a 3 agents x 3 models x 50 tasks grid at 100 ms (quick: 10 tasks at 20 ms), wall / ideal.
+- batch: `execute_multiple(calls, batch=True)` of 100,000 requests (quick: 5,000) on the
+  simulator's batches, with the SQLite cache and without: agentnb's own CPU per request (the
+  simulator's excluded; the cache writer's and the ledger's threads apart) and peak RSS, each in
+  a child process (quick: one for all); the bare SDK's `batches.create` and results parsing per
+  request and agentnb over the SDK, 10,000 requests (quick: 1,000); the price of 1,000 calls
+  online vs as a batch with 100 cached.
 - reliability (the full suite, or alone with `--reliability`, whose `--quick` takes well under
   30 s): 3,000 calls under 20 % mixed faults and their retry-after gaps (quick: 1,000), 40
   SIGKILLed SQLite writers (quick: 10), 15 tampered cache rows, 300 calls across a
@@ -38,7 +48,7 @@ latency, for the tests only):
   listed under the table.
 
 One module per group of sections: `_concurrency` (fanout, overhead, speedup), `_caching`
-(cache, cached_rerun), `_workflow`, `_scale`, `_sdk`, `_reliability` (with one
+(cache, cached_rerun), `_workflow`, `_scale`, `_sdk`, `_map`, `_batch`, `_reliability` (with one
 `_reliability_*` module a probe); `_cache_micro` and `_scheduler_micro` time the cache tiers and
 the scheduler alone for `_caching` and `_workflow`; `_profile` profiles missed goals; `_common`
 holds `Section`, `Goal` and the bench orchestrators, and `_suite` runs them all and formats the
@@ -47,9 +57,11 @@ output.
 
 from __future__ import annotations
 
+from ._batch import bench_batch
 from ._caching import bench_cache_tiers, bench_cached_rerun
 from ._common import Goal, Section
 from ._concurrency import bench_fanout, bench_overhead, bench_speedup
+from ._map import bench_map
 from ._profile import profile_top
 from ._reliability import bench_reliability
 from ._scale import bench_scale
@@ -61,9 +73,11 @@ __all__ = [
     "Goal",
     "Section",
     "SuiteRun",
+    "bench_batch",
     "bench_cache_tiers",
     "bench_cached_rerun",
     "bench_fanout",
+    "bench_map",
     "bench_overhead",
     "bench_reliability",
     "bench_scale",

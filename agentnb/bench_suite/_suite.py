@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ..loop import get_home_loop
+from ._batch import bench_batch
 from ._caching import bench_cache_tiers, bench_cached_rerun
 from ._common import Goal, Row, Section, public
 from ._concurrency import bench_fanout, bench_overhead, bench_speedup
+from ._map import bench_map
 from ._quota import FULL, QUICK, SMOKE, bench_quota
 from ._reliability import bench_reliability
 from ._scale import bench_scale
@@ -156,6 +158,15 @@ def run_suite(
             10 if quick else 20, latency_s=lat, repeats=1 if quick or smoke else 3
         ),
     )
+    add(
+        "map",
+        "agentnb.map and agentnb.grid on the simulator",
+        "CPU rows: a child process each, 1 ms latency; beyond_bare_us = map's CPU per row minus "
+        "the bare reference's (asyncio.gather + semaphore over the simulator's create, same run); "
+        "re-run: memory + SQLite cache, best of 5 re-runs; grid: ideal = ceil(calls / 10) x "
+        "latency" + (" (sizes scaled down: see each row)" if quick or smoke else ""),
+        lambda: bench_map(mode),
+    )
     job = SMOKE if smoke else QUICK if quick else FULL
     add(
         "quota",
@@ -168,6 +179,27 @@ def run_suite(
         "its own, and are judged in their rows only; processes share one `agentnb simulate` "
         "server (its /agentnb/stats) and their buckets (full suite only)",
         lambda: bench_quota(job, processes=not (quick or smoke)),
+    )
+    size = 300 if smoke else 5_000 if quick else 100_000
+    add(
+        "batch",
+        f"Message Batches: {size:,} requests through the simulator's batches",
+        "agentnb_us = the process's CPU (every thread) around execute_multiple(calls, "
+        "batch=True), less the simulator's own (sim_us), per request; "
+        + (
+            "every run in one child process (peak RSS: the first run's)"
+            if quick or smoke
+            else "each run in a child process of its own (peak RSS)"
+        )
+        + "; sdk_us = the bare SDK's own CPU per request over the simulator's transport (a "
+        "smaller job, scaled); price: the same calls online and as a batch",
+        lambda: bench_batch(
+            size,
+            sdk_requests=100 if smoke else 1_000 if quick else 10_000,
+            price_calls=100 if smoke else 1_000,
+            cached=10 if smoke else 100,
+            separate=not (quick or smoke),
+        ),
     )
     if only is not None or mode == "full":
         add(

@@ -291,15 +291,26 @@ class ResponseCache:
         return found
 
     async def set_many(
-        self, entries: Iterable[tuple[str, Payload, str]], *, ttl_s: float | None = None
+        self,
+        entries: Iterable[tuple[str, Payload, str]],
+        *,
+        ttl_s: float | None = None,
+        fresh: bool = False,
     ) -> None:
         """`set` of several `(key, payload, agent)` (a Message Batch's results): the persistent
-        tier writes them together (SQLite: one transaction). Errors as for `set`."""
+        tier writes them together (SQLite: one transaction). Errors as for `set`.
+
+        `fresh=True`: each payload was made for this call and nobody else holds it, of JSON's
+        own types only (dicts with string keys, lists, strings, ints, finite floats, bools,
+        None; as `to_payload` makes them), so memory keeps it as it is: a JSON round trip would
+        give an equal copy, at a cost a batch of 100,000 answers feels."""
         if self._memory is None:
             return
         rows = []
         for key, payload, agent in entries:
-            value, expires_at, _ = self._memory_set(key, payload, agent=agent, ttl_s=ttl_s)
+            value, expires_at, _ = self._memory_set(
+                key, payload, agent=agent, ttl_s=ttl_s, fresh=fresh
+            )
             rows.append((key, agent, value, expires_at))
         store = self._store
         if store is not None and rows:
@@ -381,9 +392,10 @@ class ResponseCache:
         return copy_json(entry.payload), self._store.name
 
     def _memory_set(
-        self, key: str, payload: Payload, *, agent: str, ttl_s: float | None
+        self, key: str, payload: Payload, *, agent: str, ttl_s: float | None, fresh: bool = False
     ) -> tuple[bytes, float | None, Payload]:
-        """Encode `payload`, keep it in memory; returns (JSON bytes, expiry, the kept copy)."""
+        """Encode `payload`, keep it in memory (itself if `fresh`: see `set_many`); returns
+        (JSON bytes, expiry, the kept copy)."""
         if not isinstance(payload, dict):
             raise TypeError(f"cache payloads are dicts, got {type(payload).__name__}")
         ttl = self._ttl_s if ttl_s is None else ttl_s
@@ -396,7 +408,7 @@ class ResponseCache:
             raise TypeError(f"cache payloads are JSON values: {exc}") from None
         expires_at = self._clock() + ttl if ttl > 0 else None
         # Memory keeps what a disk hit would give back (a JSON round trip), owned by nobody else.
-        stored: Payload = orjson.loads(value)
+        stored: Payload = payload if fresh else orjson.loads(value)
         memory = self._memory  # None if the cache was closed while the call ran
         if memory is not None:
             memory.set(key, stored, agent=agent, size=len(value), expires_at=expires_at)

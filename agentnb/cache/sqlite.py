@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 import orjson
 
 from .._fork import abandon, at_fork_in_child
+from .._sqlrows import write_rows
 from ..errors import CacheError
 from .base import LogOnce, StoredEntry
 from .integrity import Signer
@@ -79,6 +80,7 @@ TOUCH_BATCH = 128
 SWEEP_EVERY = 1024
 #: Keys looked up by one `SELECT ... IN` of `get_many` (under SQLite's parameter limit).
 READ_AT_ONCE = 500
+_ROW = 8  # values of one row of `UPSERT`
 #: SQLite's page cache for the connection, in KiB (its default is 2,000): enough for the index
 #: pages a `write_many` of a few thousand entries touches.
 PAGE_CACHE_KIB = 16 * 1024
@@ -439,20 +441,19 @@ class SQLiteTier:
         conn = self.connection
         now = self._clock()
         sign = self._signer.sign
-        rows = []
+        values: list[Any] = []  # the rows' values one after the other, as `write_rows` takes
         for key, agent, value, expires_at in entries:
             size = len(value)
             if size > self.max_bytes:
                 self.oversize += 1
                 continue
-            rows.append(
-                (key, agent, value, sign(key, value, agent, expires_at), size, now, now, expires_at)
-            )
-        if not rows:
+            mac = sign(key, value, agent, expires_at)
+            values += (key, agent, value, mac, size, now, now, expires_at)
+        if not values:
             return
         with _transaction(conn):
-            conn.executemany(UPSERT, rows)
-            before, self._writes = self._writes, self._writes + len(rows)
+            write_rows(conn, UPSERT, values)
+            before, self._writes = self._writes, self._writes + len(values) // _ROW
             _, total = self._ensure_totals(conn)
             if total > self.max_bytes or before // SWEEP_EVERY != self._writes // SWEEP_EVERY:
                 self._evict(conn)

@@ -11,6 +11,8 @@ before it is created.
 long again, up to `batch_poll_max_s`; its counts, the elapsed time and the cost on the progress
 display) and reads its results as a stream once it ended, `CHUNK` at a time: the answers go to
 the cache (one `set_many` a chunk) and are recorded at the batch price with their `batch_id`.
+A structured answer that breaks its schema is paid for but never cached: its call goes again
+online, where the validation stage gives it its repair turn (or its `SchemaError`).
 A request that errored retryably is tried again (`batch_retry`: "online", through the normal
 pipeline, or "batch", in a follow-up batch, until its `max_attempts`); one that errored for
 good, expired or was canceled becomes its call's `AgentCallError`, naming its custom id and
@@ -27,6 +29,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..backends import BackendResponse
@@ -48,6 +51,7 @@ from .codec import to_payload
 from .follow import detached_message, poll, read_results
 from .gcpolicy import LARGE_JOB, young_generation
 from .records import CallState
+from .structured import problem
 
 if TYPE_CHECKING:
     from .core import AsyncAgentOrchestrator, ProgressArg
@@ -260,32 +264,50 @@ class BatchJob:
     async def _take(self, part: Part, chunk: Sequence[BatchResult]) -> None:
         """One chunk of a batch's results: the answers cached (one write), then recorded."""
         mine: list[tuple[int, BatchResult]] = []
+        pending, request_of = part.pending, part.request_of
         for r in chunk:
-            n = part.request_of(r.custom_id)
-            if n in part.pending:
+            n = request_of(r.custom_id)
+            if n in pending:
                 mine.append((n, r))
             else:  # not ours, or read before (a stream read again after a failure)
                 logger.debug("batch %s: result %r skipped", part.batch_id, r.custom_id)
         cache, calls, sent = self._orch.cache, self.calls, self._sent
         entries = []
+        invalid: set[int] = set()
         for n, r in mine:
             p = calls[sent[n]]
-            if r.response is not None and r.kind == "succeeded" and cache_for(cache, p):
+            if r.response is None or r.kind != "succeeded":
+                continue
+            schema = p.request.schema
+            if schema is not None and problem(schema, r.response) is not None:
+                invalid.add(n)  # never cached: the online retry validates (and repairs) it
+            elif cache_for(cache, p):
                 entries.append((p.key, to_payload(r.response), p.spec.name))
         if entries and cache is not None:
-            await cache.set_many(entries)
+            await cache.set_many(entries, fresh=True)  # to_payload made each, for this call
+        started_at = datetime.fromtimestamp(part.state.started, UTC)  # the part's requests' own
         for n, r in mine:
-            if r.kind == "succeeded" and r.response is not None:
-                self._answer(n, part, r.response)
+            if n in invalid and r.response is not None:
+                self._invalid(n, part, r.response)
+            elif r.kind == "succeeded" and r.response is not None:
+                self._answer(n, part, r.response, started_at)
             else:
                 self._failed_request(n, part, r)
 
-    def _answer(self, n: int, part: Part, response: BackendResponse) -> None:
+    def _invalid(self, n: int, part: Part, response: BackendResponse) -> None:
+        """A structured answer that breaks its schema: paid for, then asked again online, where
+        the validation stage gives it its repair turn (or its `SchemaError`)."""
+        part.pending.discard(n)
+        cost = self._orch.prices.cost(response.model, response.usage, batch=True)
+        part.costs.append((cost, response.model))
+        self._online.append(n)
+
+    def _answer(self, n: int, part: Part, response: BackendResponse, started_at: datetime) -> None:
         part.pending.discard(n)
         recorder, show, budget = self._orch.recorder, self._progress, self._budget
         calls, pos = self.calls, self._sent[n]
         result = self._results[pos] = recorder.succeeded(
-            calls[pos], response, part.state, False, part.batch_id
+            calls[pos], response, part.state, False, part.batch_id, started_at
         )
         part.costs.append((result.cost_usd, response.model))
         budget.finish()
@@ -293,7 +315,7 @@ class BatchJob:
             show.finished(cost_usd=result.cost_usd)
         for twin in self._twins.get(n, ()):
             self._results[twin] = recorder.succeeded(
-                calls[twin], response, part.state, True, part.batch_id
+                calls[twin], response, part.state, True, part.batch_id, started_at
             )
             budget.finish()
             if show is not None:

@@ -199,7 +199,7 @@ async def collect(
                     costs.append((cost, response.model))
                 show.finished(cost_usd=cost, was_in_flight=False)
             if entries and cache is not None:
-                await cache.set_many(entries)
+                await cache.set_many(entries, fresh=True)  # to_payload made each
                 cached += len(entries)
 
         await read_results(orch, batch_id, take)

@@ -19,7 +19,7 @@ fills the cache, it is never re-signed by an update, it is counted in `integrity
 logged once.
 
 Cost: request rows are signed and written on the ledger's thread, `CHUNK` rows a transaction
-(`executemany`), a few µs a request; the event loop only awaits.
+(`agentnb._sqlrows.write_rows`), a few µs a request; the event loop only awaits.
 
 Threading and fork, as `agentnb.cache.sqlite`: the connection lives on one worker thread of the
 ledger. A forked child closes its copy of the parent's connection and opens its own on first use;
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from .._fork import abandon, at_fork_in_child
+from .._sqlrows import write_rows
 from ..cache.base import LogOnce
 from ..cache.integrity import Signer
 from ..errors import AgentnbError, ConfigError
@@ -103,6 +104,7 @@ _SCHEMA = (
 )
 _BATCH_FIELDS = "job, part, scope, requests, created_at, batch_id, sent_at, state, ended_at, mac"
 _REQUEST_FIELDS = "custom_id, job, part, key, agent, model, cache, mac"
+_INSERT_REQUEST = f"INSERT OR REPLACE INTO requests ({_REQUEST_FIELDS}) VALUES (?,?,?,?,?,?,?,?)"
 
 
 class LedgerRequest(NamedTuple):
@@ -328,13 +330,11 @@ class BatchLedger:
         sign: Callable[..., bytes],
     ) -> int:
         end = min(len(requests), start + CHUNK)
-        rows = []
+        values: list[Any] = []  # the rows' values one after the other, as `write_rows` takes
         for custom_id, key, agent, model, cache in requests[start:end]:
             mac = sign(key, _request_value(custom_id, job, part, model, cache), agent)
-            rows.append((custom_id, job, part, key, agent, model, int(cache), mac))
-        conn.executemany(
-            f"INSERT OR REPLACE INTO requests ({_REQUEST_FIELDS}) VALUES (?,?,?,?,?,?,?,?)", rows
-        )
+            values += (custom_id, job, part, key, agent, model, int(cache), mac)
+        write_rows(conn, _INSERT_REQUEST, values)
         return end
 
     def _update(self, job: str, part: int, state: str, batch_id: str | None) -> None:

@@ -55,10 +55,13 @@ class Recorder:
         state: CallState,
         hit: bool,
         batch_id: str | None = None,
+        started_at: datetime | None = None,
     ) -> AgentResult:
         """The result of a call that got its answer (from the backend or the cache), recorded.
 
         `batch_id`: the Message Batch that answered it, whose price it pays (`PriceTable.cost`).
+        `started_at`: `state.started` as a datetime, if the caller has it (a batch's requests
+        share one state, and one conversion).
         """
         latency_ms = (time.perf_counter() - state.t0) * 1000
         usage = response.usage
@@ -107,7 +110,7 @@ class Recorder:
             hit,
             backend,
             response.request_id,
-            datetime.fromtimestamp(state.started, UTC),
+            started_at or datetime.fromtimestamp(state.started, UTC),
             response.data,
         )
 
