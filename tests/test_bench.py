@@ -555,7 +555,7 @@ def check_batch_rows(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) ->
     assert off["met"] is None and create["met"] is None and over_sdk["met"] is None
     assert create["sdk_us"] > 0 and results["sdk_us"] > 0 and create["requests"] == 100
     assert over_sdk["sdk_us"] == pytest.approx(create["sdk_us"] + results["sdk_us"], abs=0.11)
-    assert over_sdk["detail"].startswith("100 answered;")
+    assert over_sdk["detail"].startswith("100 answered; best of 2: ")
     assert (
         price["met"] is True and price["goal"] == "batch = half the online price, cache hits free"
     )

@@ -1,8 +1,8 @@
 """Message Batches: agentnb's own CPU per batch request, its memory, the SDK's share, the price.
 
-Each run of a job goes in a fresh Python process (so that its peak RSS is its own, as in
-`_scale`), with the bench's cache secret in its environment and every file in a temporary
-directory (the user's key file, cache and state are never touched):
+Each job runs in a fresh Python process (so that its peak RSS is its own, as in `_scale`;
+quick and smoke runs put them all in one), with the bench's cache secret in its environment and
+every file in a temporary directory (the user's key file, cache and state are never touched):
 - `native`: `execute_multiple(calls, batch=True)` of N requests on the simulator's own
   batches (1 ms of processing per 1,000 requests, polled from 1 ms), with the default SQLite
   response cache, or with the cache off. `agentnb_us` is the process's CPU time (every thread)
@@ -12,7 +12,10 @@ directory (the user's key file, cache and state are never touched):
   `messages.batches.create` of M requests (the body built beforehand) and reading the results
   (`batches.results`, each line parsed by the SDK), each timed alone, the simulator's own work
   excluded; then the same job through agentnb's `AnthropicBackend` (cache off), whose CPU less
-  the SDK's is agentnb's own on that path.
+  the SDK's is agentnb's own on that path. Best of two of each, alternating (that difference
+  is of two figures the machine's load moves), the bare runs with the collector setting
+  agentnb's large jobs have (`job_gc_threshold`: else a full collection of the SDK's modules
+  lands in one run or the other).
 - `price`: the same calls online, and as a batch with some of them cached beforehand: the
   batch's cost must be half the online price of its answers (`BATCH_FACTOR`), hits free.
 """
@@ -38,6 +41,7 @@ from ..cache import ResponseCache
 from ..config import Config
 from ..loop import run_sync
 from ..orchestrator import AgentCall, AsyncAgentOrchestrator
+from ..orchestrator.gcpolicy import young_generation
 from ..pricing import BATCH_FACTOR
 from ..result import AgentResult
 from ._common import _SECRET, Profile, Row, _config, _goal, fresh_tasks
@@ -161,14 +165,14 @@ def _sdk_rows(f: dict[str, Any], requests: int, scaled: str, native_us: float) -
             "",
             sdk_us=round(f["create_us"], 1),
             detail=f"one body of {requests:,} requests{scaled} (the SDK holds it whole), "
-            "built beforehand",
+            "built beforehand; best of 2, with the collector setting of agentnb's large jobs",
         ),
         _row(
             "bare SDK: batches.results, every line parsed",
             requests,
             "",
             sdk_us=round(f["results_us"], 1),
-            detail="the simulator's encoding of the results excluded",
+            detail="the simulator's encoding of the results excluded; best of 2",
         ),
         _row(
             "agentnb over the SDK (AnthropicBackend)",
@@ -179,9 +183,9 @@ def _sdk_rows(f: dict[str, Any], requests: int, scaled: str, native_us: float) -
             sim_us=round(f["sim_us"], 1),
             sdk_us=round(sdk_us, 1),
             peak_rss_mb=_mb(f["peak_rss_mb"]),
-            detail=f"{f['ok']:,} answered; {f['agentnb_us']:.1f} µs/request in all, the SDK's "
-            f"create + results {sdk_us:.1f} of it ({sdk_us / f['agentnb_us']:.0%}), agentnb's "
-            f"own the rest (natively, cache off: {native_us:.1f})",
+            detail=f"{f['ok']:,} answered; best of 2: {f['agentnb_us']:.1f} µs/request in all, "
+            f"the SDK's create + results {sdk_us:.1f} of it ({sdk_us / f['agentnb_us']:.0%}), "
+            f"agentnb's own the rest (natively, cache off: {native_us:.1f})",
         ),
     ]
     for row in rows:
@@ -398,16 +402,27 @@ def _sdk(tmp: Path, n: int) -> Any:
             pass
         return create, time.process_time() - c0 - (store.cpu_s - s0)
 
+    def through_agentnb() -> tuple[float, float, float, int]:
+        calls = [AgentCall("writer", t) for t in fresh_tasks(n)]
+        gc.collect()
+        c0, t0, s0 = time.process_time(), time.perf_counter(), store.cpu_s
+        answers = run_sync(aio.execute_multiple(calls, batch=True, return_exceptions=True))
+        wall, sim = time.perf_counter() - t0, store.cpu_s - s0
+        ok = sum(1 for r in answers if isinstance(r, AgentResult))
+        return time.process_time() - c0 - sim, sim, wall, ok
+
     run_sync(bare(body(_WARM)))
     _batch(aio, _WARM)
-    requests = body(n)
-    create, results = run_sync(bare(requests))
-    del requests
-    calls = [AgentCall("writer", t) for t in fresh_tasks(n)]
-    gc.collect()
-    c0, t0, s0 = time.process_time(), time.perf_counter(), store.cpu_s
-    answers = run_sync(aio.execute_multiple(calls, batch=True, return_exceptions=True))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0 - (store.cpu_s - s0)
+    # Best of two of each, alternating: agentnb's own share is a difference of figures that
+    # each vary with the machine's load. The bare runs have the collector's setting agentnb's
+    # job runs with (`job_gc_threshold`), so that the SDK's code costs the same in both.
+    bare_runs, ours = [], []
+    for _ in range(2):
+        with young_generation(cfg.job_gc_threshold):
+            bare_runs.append(run_sync(bare(body(n))))
+        ours.append(through_agentnb())
+    create, results = min(c for c, _ in bare_runs), min(r for _, r in bare_runs)
+    cpu, sim_s, wall, ok = min(ours)
     per = 1e6 / n
     run_sync(aio.aclose())
     run_sync(client.close())
@@ -415,9 +430,9 @@ def _sdk(tmp: Path, n: int) -> Any:
         "create_us": create * per,
         "results_us": results * per,
         "agentnb_us": cpu * per,
-        "sim_us": (store.cpu_s - s0) * per,
+        "sim_us": sim_s * per,
         "wall_s": wall,
-        "ok": sum(1 for r in answers if isinstance(r, AgentResult)),
+        "ok": ok,
         "peak_rss_mb": _peak_rss_mb(),
     }
 
