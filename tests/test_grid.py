@@ -9,6 +9,7 @@ from typing import Any
 import matplotlib
 import pandas as pd
 import pytest
+import test_frames
 import test_magics
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -16,8 +17,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 import agentnb
-from agentnb.backends import SimulatedBackend
-from agentnb.config import Config
 from agentnb.errors import AgentnbError, AgentNotFoundError
 from agentnb.grids import KEY_COLUMNS, SUMMARY_COLUMNS, GridResult, SideBySide
 from agentnb.orchestrator import AgentOrchestrator, Estimate
@@ -30,28 +29,18 @@ AGENTS = ["writer", "python-expert"]
 MODELS = ["haiku", "sonnet"]
 
 
+sim = test_frames.sim  # the orchestrator's simulator
+
+
 def make(**settings: Any) -> AgentOrchestrator:
-    values: dict[str, Any] = {
-        "backend": "simulated",
-        "sim_latency_s": 0.005,
-        "sim_jitter": 0.0,
-        "cache_enabled": True,
-        "progress": False,
-    }
-    values.update(settings)
-    return AgentOrchestrator(Config.load(env={}, **values))
+    """test_frames' orchestrator, its calls a little slower (5 ms) so a grid's calls overlap."""
+    return test_frames.make(**{"sim_latency_s": 0.005, **settings})
 
 
 @pytest.fixture
 def orch() -> Iterator[AgentOrchestrator]:
     with make() as made:
         yield made
-
-
-def sim(orch: AgentOrchestrator) -> SimulatedBackend:
-    backend = orch.backend
-    assert isinstance(backend, SimulatedBackend)
-    return backend
 
 
 def length_score(task: str, answer: Any) -> float:
