@@ -68,7 +68,7 @@ from .schema import (
     schema_statements,
 )
 
-__all__ = ["DB_NAME", "SQLiteTier"]
+__all__ = ["DB_NAME", "SQLiteTier", "connect_patiently"]
 
 logger = logging.getLogger("agentnb.cache")
 
@@ -312,21 +312,7 @@ class SQLiteTier:
                 raise CacheError(f"cannot open the cache database {self.path}: {exc2}") from None
 
     def _connect_patiently(self) -> sqlite3.Connection:
-        # Switching a new database to WAL takes an exclusive lock and does not wait for one:
-        # when two kernels open a fresh cache dir at the same moment, one of them gets "locked"
-        # straight away. Try again for as long as the busy timeout would have waited.
-        deadline = time.monotonic() + self._busy_timeout_s
-        pause = 0.005
-        while True:
-            try:
-                return self._connect()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
+        return connect_patiently(self._connect, self._busy_timeout_s)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -599,3 +585,25 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.rollback()
         raise
+
+
+def connect_patiently(
+    connect: Callable[[], sqlite3.Connection], busy_timeout_s: float
+) -> sqlite3.Connection:
+    """`connect()`, tried again while the database is locked, for up to `busy_timeout_s`.
+
+    Switching a new database to WAL takes an exclusive lock and does not wait for one: when two
+    processes open a fresh file at the same moment, one of them gets "locked" straight away.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.005
+    while True:
+        try:
+            return connect()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._fork import abandon, at_fork_in_child
+from ..cache.sqlite import connect_patiently
 from ..errors import ConfigError
 from .buckets import Buckets, Costs, Limits
 from .stores import RETRY_S, Fallback, Remaining, snapshot_of
@@ -200,21 +201,7 @@ class SqliteStore:
         return self._connect_patiently()
 
     def _connect_patiently(self) -> sqlite3.Connection:
-        # Switching a new file to WAL takes an exclusive lock without waiting for it: two
-        # processes opening a fresh file at once would see "locked". Try again for as long as
-        # the busy timeout would have waited.
-        deadline = time.monotonic() + self._busy_timeout_s
-        pause = 0.005
-        while True:
-            try:
-                return self._connect()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
+        return connect_patiently(self._connect, self._busy_timeout_s)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
